@@ -15,6 +15,7 @@ stacked with ``jax.tree.map(jnp.stack, ...)`` and ``vmap``-ed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -38,14 +39,23 @@ def _per_example(coefficient, x):
     return coefficient.reshape(coefficient.shape + (1,) * (x.ndim - coefficient.ndim))
 
 
-@jax.tree_util.register_dataclass
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["path", "density", "target", "weighting"], meta_fields=[]
+)
 @dataclasses.dataclass(frozen=True)
 class Formulation:
     path: Path
     density: Density
     target: Target
     weighting: Weighting = dataclasses.field(default_factory=Unweighted)
-    name: str = dataclasses.field(default="", metadata=dict(static=True), compare=False)
+    # The canonical name is kept out of the pytree (init=False), so variants of one family share a
+    # tree structure: they stack, vmap, and reuse one compiled program.
+    name: str = dataclasses.field(default="", init=False, compare=False)
+
+    def with_name(self, name: str) -> "Formulation":
+        named = dataclasses.replace(self)
+        object.__setattr__(named, "name", name)
+        return named
 
     # ---- path -----------------------------------------------------------------------------------
     def alpha_sigma(self, t):

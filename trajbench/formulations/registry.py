@@ -86,20 +86,16 @@ class Modifier:
     check: Callable[[float], str | None]
 
 
-def _replace(formulation: Formulation, **parts) -> Formulation:
-    return dataclasses.replace(formulation, **parts)
-
-
 MODIFIERS: dict[str, Modifier] = {
     "shift": Modifier(
-        "shift", ("rf",), lambda f, alpha: _replace(f, density=Shifted(f.density, alpha)), _positive("shift")
+        "shift", ("rf",), lambda f, alpha: dataclasses.replace(f, density=Shifted(f.density, alpha)), _positive("shift")
     ),
     "unif": Modifier(
-        "uniform_fraction", ("rf",), lambda f, frac: _replace(f, density=UniformMixture(f.density, frac)),
+        "uniform_fraction", ("rf",), lambda f, frac: dataclasses.replace(f, density=UniformMixture(f.density, frac)),
         lambda frac: None if 0.0 <= frac <= 1.0 else "the uniform fraction must lie in [0, 1]",
     ),
     "minsnr": Modifier(
-        "min_snr_gamma", ("eps", "v"), lambda f, gamma: _replace(f, weighting=MinSNR(gamma)), _positive("gamma")
+        "min_snr_gamma", ("eps", "v"), lambda f, gamma: dataclasses.replace(f, weighting=MinSNR(gamma)), _positive("gamma")
     ),
 }
 
@@ -232,7 +228,7 @@ def get(name: str) -> Formulation:
     formulation = FAMILIES[spec.family].build(*(spec.params[p] for p in FAMILIES[spec.family].params))
     for mod_name, value in spec.modifiers:
         formulation = MODIFIERS[mod_name].apply(formulation, value)
-    return _replace(formulation, name=spec.name)
+    return formulation.with_name(spec.name)
 
 
 def sd3_variants() -> list[str]:
