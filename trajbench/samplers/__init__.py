@@ -1,0 +1,1 @@
+"""ODE samplers (see the sampling issue)."""
