@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -55,6 +56,27 @@ def cmd_plot_densities(args) -> None:
     print(f"wrote {out}")
 
 
+def cmd_train(args) -> None:
+    from trajbench.train import resolve_config, train
+
+    config = resolve_config(args.preset, args.set, formulation=args.formulation, dataset=args.dataset)
+    if args.dry_run:
+        print(json.dumps(dataclasses.asdict(config), indent=1))
+        return
+    summary = train(config, args.out, progress=not args.no_progress)
+    best = summary["best"]
+    print(f"{config.formulation}: {summary['step']} steps, final loss {summary['final_loss']:.4f}, "
+          f"best EMA validation loss {best['ema_val_loss']:.4f} at step {best['step']} ({args.out})")
+
+
+def cmd_data_preview(args) -> None:
+    from trajbench.data import get_dataset
+    from trajbench.data.preview import write_preview
+
+    dataset = get_dataset(args.dataset, resolution=args.resolution)
+    print(f"wrote {write_preview(dataset, args.out, n=args.n)}")
+
+
 def cmd_demo(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file to write")
     p.set_defaults(run=cmd_plot_densities)
 
+    p = commands.add_parser("train", help="train one formulation on one dataset",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--formulation", required=True, help='e.g. "rf/lognorm(0.00, 1.00)"')
+    p.add_argument("--dataset", required=True, help="synth-imagenet, synth-cc12m, folder:PATH or cifar10:PATH")
+    p.add_argument("--preset", choices=("smoke", "quick", "study"), default="smoke")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_train)
+
+    data = commands.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
+    p = data.add_parser("preview", help="a grid of examples with their captions",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dataset", help="synth-imagenet, synth-cc12m, folder:PATH or cifar10:PATH")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("-n", type=int, default=16, help="number of examples")
+    p.add_argument("--resolution", type=int, default=32, help="image size in pixels")
+    p.set_defaults(run=cmd_data_preview)
+
     p = commands.add_parser("demo", help="run the main job on the embedded default",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="results/demo", help="output folder")
@@ -91,11 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_user_error(error: Exception) -> bool:
+    """Errors caused by input, reported in one line: bad names, bad specs, missing files, diverged runs."""
+    from trajbench.train import RunError
+
+    user_errors = (UserError, formulations.FormulationError, RunError, FileNotFoundError)
+    try:
+        from trajbench.data import DatasetError
+
+        user_errors += (DatasetError,)
+    except ImportError:
+        pass
+    return isinstance(error, user_errors)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (UserError, formulations.FormulationError) as error:
+    except Exception as error:
+        if not is_user_error(error):
+            raise
         print(f"trajbench: error: {error}", file=sys.stderr)
         return 2
     return 0
