@@ -1,0 +1,416 @@
+"""One training run: a formulation, a dataset, an MMDiT, AdamW with warm-up, EMA, checkpoints.
+
+Everything a step does is a pure function of (config, step): the batch indices, the noise, the
+training times and the text dropout are drawn from ``fold_in(key, step)``. A run killed at any
+moment and started again resumes from its last orbax checkpoint and ends with the same parameters
+and the same logged metrics as an uninterrupted run.
+
+Run folder::
+
+    config.json      the resolved configuration (a different one in the same folder is refused)
+    metrics.jsonl    one JSON object per logged step: step, loss, grad_norm, lr (+ val losses at evals)
+    tb/              the same scalars for TensorBoard
+    checkpoints/     orbax checkpoints of the full state, for resuming (the last two)
+    best/            params and EMA params at the step with the lowest EMA validation loss
+    best.json        that step and its losses: the checkpoint to evaluate
+    done.json        written when the run completes; a completed run is never redone
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from trajbench import formulations
+from trajbench.formulations import Formulation
+
+VALIDATION_TIMES = tuple((k + 0.5) / 8 for k in range(8))
+"""The paper validates at eight equally spaced t; we take the midpoints of eight equal cells of [0, 1]
+(the ends are singular for some paths)."""
+
+
+class RunError(Exception):
+    """A run that cannot start or go on (conflicting folder, divergence): one line says why and what to do."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    formulation: str = "rf/lognorm(0.00, 1.00)"
+    dataset: str = "synth-cc12m"
+    resolution: int = 16
+    seed: int = 0
+    # model (width 0 -> 64 * depth, heads 0 -> depth, as in SD3)
+    depth: int = 2
+    width: int = 64
+    heads: int = 2
+    patch_size: int = 2
+    dtype: str = "float32"  # compute dtype; "bfloat16" for accelerators (parameters stay float32)
+    # optimisation (paper: AdamW, lr 1e-4, 1000 warm-up steps, batch 1024)
+    batch_size: int = 32
+    steps: int = 600
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # applied every ema_every steps (the paper is commonly read as 0.99 every 100)
+    ema_every: int = 1
+    # data
+    train_examples: int = 8192  # the training pool rendered once and held in memory
+    val_examples: int = 256
+    text_drop_prob: float = 0.3162  # per text encoder; sqrt(0.1): both dropped on ~10 % of steps
+    # bookkeeping
+    log_every: int = 10
+    eval_every: int = 100  # validation loss, best-checkpoint selection, and the resume checkpoint
+
+    def validate(self) -> None:
+        formulations.parse(self.formulation)
+        if self.eval_every % self.log_every:
+            raise RunError(f"eval_every ({self.eval_every}) must be a multiple of log_every ({self.log_every})")
+        for name in ("steps", "batch_size", "log_every", "eval_every", "ema_every", "train_examples", "val_examples"):
+            if getattr(self, name) < 1:
+                raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.text_drop_prob < 1.0:
+            raise RunError(f"text_drop_prob must lie in [0, 1), got {self.text_drop_prob}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds on a laptop CPU: a falling loss, not a good model
+    "smoke": dict(resolution=16, depth=2, width=64, heads=2, patch_size=4, batch_size=32, steps=400, lr=1e-3,
+                  warmup_steps=50, ema_decay=0.99, train_examples=4096, val_examples=128, eval_every=100),
+    # minutes on a laptop CPU
+    "quick": dict(resolution=16, depth=3, width=96, heads=3, patch_size=2, batch_size=64, steps=2000, lr=1e-3,
+                  warmup_steps=100, ema_decay=0.995, train_examples=16384, val_examples=256, eval_every=250),
+    # the paper's recipe at small scale (lr 1e-4 with 1000 warm-up steps, EMA 0.99 every 100 steps)
+    "study": dict(resolution=32, depth=4, width=0, heads=0, patch_size=2, batch_size=256, steps=20000, lr=1e-4,
+                  warmup_steps=1000, ema_decay=0.99, ema_every=100, train_examples=50000, val_examples=512,
+                  eval_every=1000, log_every=50),
+}
+
+
+def _coerce(field: dataclasses.Field, text: str):
+    kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str}[field.type]
+    try:
+        return kind(text)
+    except ValueError:
+        raise RunError(f"--set {field.name}={text!r}: expected {kind.__name__}") from None
+
+
+def resolve_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), **values) -> TrainConfig:
+    """Defaults < preset < keyword values < ``key=value`` overrides; validated."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    settings: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise RunError(f"unknown preset {preset!r}; presets are {', '.join(PRESETS)}")
+        settings.update(PRESETS[preset])
+    settings.update({k: v for k, v in values.items() if v is not None})
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or key.strip() not in fields:
+            raise RunError(f"--set {item!r}: expected key=value with key one of {', '.join(fields)}")
+        settings[key.strip()] = _coerce(fields[key.strip()], text.strip())
+    config = TrainConfig(**settings)
+    config = dataclasses.replace(config, formulation=formulations.parse(config.formulation).name)
+    config.validate()
+    return config
+
+
+# ---- model, data and state ------------------------------------------------------------------------
+
+
+def build_text_encoders(config: TrainConfig):
+    from trajbench.models.text import TextConfig, TextEncoders
+
+    probs = (config.text_drop_prob, config.text_drop_prob)
+    return TextEncoders(TextConfig(drop_probs=probs))
+
+
+def build_model(config: TrainConfig, text_encoders):
+    from trajbench.models.mmdit import MMDiT, MMDiTConfig
+
+    model_config = MMDiTConfig(
+        depth=config.depth, width=config.width or None, heads=config.heads or None, patch_size=config.patch_size,
+        image_size=config.resolution, channels=3, dtype=config.dtype, **text_encoders.model_kwargs(),
+    )
+    return MMDiT(model_config)
+
+
+def load_split(dataset, text_encoders, split: str, count: int) -> dict[str, np.ndarray]:
+    """Images and encoded captions of the first ``count`` items of a split."""
+    count = min(count, dataset.split_size(split))
+    indices = np.arange(count)
+    images = dataset.images(split, indices)
+    tokens, pooled = text_encoders.encode(dataset.captions(split, indices))
+    return {"images": np.asarray(images, np.float32), "tokens": np.asarray(tokens, np.float32),
+            "pooled": np.asarray(pooled, np.float32)}
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """AdamW with a linear warm-up to a constant learning rate, after global-norm gradient clipping."""
+    schedule = optax.linear_schedule(0.0, config.lr, max(config.warmup_steps, 1))
+    return optax.chain(
+        optax.clip_by_global_norm(config.grad_clip),
+        optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, weight_decay=config.weight_decay),
+    )
+
+
+def ema_update(ema, params, decay: float, apply):
+    """ema <- decay ema + (1 - decay) params, where ``apply`` (a traced bool) says so."""
+    return jax.tree.map(lambda e, p: jnp.where(apply, decay * e + (1.0 - decay) * p, e), ema, params)
+
+
+def data_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over every device (all hosts), axis "data"."""
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def maybe_initialize_distributed() -> None:
+    """Join a multi-host job when the environment configures one (JAX_COORDINATOR_ADDRESS or a cluster
+    that ``jax.distributed`` detects by itself, signalled by TRAJBENCH_DISTRIBUTED=1)."""
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("TRAJBENCH_DISTRIBUTED") == "1":
+        if not jax.distributed.is_initialized():
+            jax.distributed.initialize()
+
+
+class Trainer:
+    """Compiled pieces of one run: ``init_state``, ``train_step``, ``validation_losses``."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.formulation: Formulation = formulations.get(config.formulation)
+        self.text_encoders = build_text_encoders(config)
+        self.model = build_model(config, self.text_encoders)
+        self.optimizer = make_optimizer(config)
+        self.mesh = data_mesh()
+        self.replicated = NamedSharding(self.mesh, P())
+        self.batch_sharding = NamedSharding(self.mesh, P("data"))
+        if config.batch_size % jax.device_count():
+            raise RunError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
+        root = jax.random.key(config.seed)
+        self.init_key, self.train_key, self.val_key = jax.random.split(root, 3)
+        self.train_step = jax.jit(self._train_step, donate_argnums=(1,))
+        self.validation_losses = jax.jit(self._validation_losses)
+
+    def init_state(self, pool) -> dict:
+        images = jnp.zeros((1,) + pool["images"].shape[1:])
+        params = jax.jit(self.model.init)(self.init_key, images, jnp.zeros((1,)), pool["tokens"][:1], pool["pooled"][:1])
+        state = {"params": params, "ema": jax.tree.map(jnp.copy, params), "opt": self.optimizer.init(params), "step": jnp.int32(0)}
+        return jax.device_put(state, self.replicated)
+
+    def model_fn(self, params, tokens, pooled):
+        return lambda z, c_noise: self.model.apply(params, z, c_noise, tokens, pooled)
+
+    def _train_step(self, formulation, state, pool):
+        """One AdamW step on a batch drawn from the pool with key fold_in(train_key, step)."""
+        config = self.config
+        step = state["step"] + 1
+        key_batch, key_drop, key_loss = jax.random.split(jax.random.fold_in(self.train_key, step), 3)
+        indices = jax.random.randint(key_batch, (config.batch_size,), 0, pool["images"].shape[0])
+        batch = {k: jax.lax.with_sharding_constraint(v[indices], self.batch_sharding) for k, v in pool.items()}
+        tokens, pooled = self.text_encoders.drop_text(key_drop, batch["tokens"], batch["pooled"])
+
+        def loss_fn(params):
+            return formulation.loss(self.model_fn(params, tokens, pooled), batch["images"], key_loss)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+        updates, opt = self.optimizer.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        ema = ema_update(state["ema"], params, config.ema_decay, step % config.ema_every == 0)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        return {"params": params, "ema": ema, "opt": opt, "step": step}, metrics
+
+    def _validation_losses(self, formulation, params, val):
+        """Mean loss over the validation set at each of the eight VALIDATION_TIMES (no text dropout)."""
+        eps = jax.random.normal(self.val_key, val["images"].shape)
+        model_fn = self.model_fn(params, val["tokens"], val["pooled"])
+
+        def at(t):
+            times = jnp.full((val["images"].shape[0],), t, jnp.float32)
+            return jnp.mean(formulation.loss_at(model_fn, val["images"], eps, times))
+
+        return jax.lax.map(at, jnp.asarray(VALIDATION_TIMES, jnp.float32))
+
+    def learning_rate(self, step: int) -> float:
+        return float(min(step / max(self.config.warmup_steps, 1), 1.0) * self.config.lr)
+
+
+# ---- the run folder ---------------------------------------------------------------------------------
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("trajbench", "jax", "flax", "optax", "orbax-checkpoint", "numpy")}
+
+
+def _checkpoint_manager(directory: Path, keep: int):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory.absolute(), options=options)
+
+
+def _restore_latest(manager, abstract_state) -> tuple[dict | None, dict]:
+    """The newest readable checkpoint; an unreadable one is reported and the one before it used."""
+    import orbax.checkpoint as ocp
+
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+            return restored.state, dict(restored.meta)
+        except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped, loudly
+            print(f"trajbench: warning: checkpoint {manager.directory}/{step} is unreadable "
+                  f"({type(error).__name__}); trying the one before it", file=sys.stderr)
+    return None, {}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a kill: it and anything after it are redone
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+def _check_config(out: Path, config: TrainConfig) -> None:
+    path = out / "config.json"
+    wanted = dataclasses.asdict(config)
+    if path.exists():
+        try:
+            existing = json.loads(path.read_text())["config"]
+        except (json.JSONDecodeError, KeyError):
+            raise RunError(f"{path} is unreadable; delete the folder or choose another --out") from None
+        if existing != wanted:
+            changed = sorted(k for k in wanted if existing.get(k) != wanted[k])
+            raise RunError(f"{out} holds a run with a different config ({', '.join(changed)}); "
+                           f"choose another --out or delete it")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"config": wanted, "versions": package_versions()}, indent=1))
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train (or resume, or return the summary of a completed run) in ``out_dir``.
+
+    ``stop_after``: stop (checkpointed) after this step, as if killed there; for tests and time slicing.
+    """
+    import orbax.checkpoint as ocp
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    _check_config(out, config)
+    if (out / "done.json").exists():
+        return json.loads((out / "done.json").read_text())
+
+    maybe_initialize_distributed()
+    started = time.time()
+    trainer = Trainer(config)
+    from trajbench.data import get_dataset
+
+    dataset = get_dataset(config.dataset, resolution=config.resolution, seed=config.seed)
+    pool = jax.device_put(load_split(dataset, trainer.text_encoders, "train", config.train_examples), trainer.replicated)
+    val = jax.device_put(load_split(dataset, trainer.text_encoders, "val", config.val_examples), trainer.replicated)
+
+    state = trainer.init_state(pool)
+    latest = _checkpoint_manager(out / "checkpoints", keep=2)
+    best_manager = _checkpoint_manager(out / "best", keep=1)
+    restored, meta = _restore_latest(latest, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
+    if restored is not None:
+        state = jax.device_put(restored, trainer.replicated)
+    start = int(state["step"])
+    best = meta.get("best", {"step": None, "ema_val_loss": float("inf")})
+    wall_before = float(meta.get("wall_seconds", 0.0))
+
+    rows = [r for r in _read_jsonl(out / "metrics.jsonl") if r["step"] <= start]
+    _write_jsonl(out / "metrics.jsonl", rows)
+    is_main = jax.process_index() == 0
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=start + 1) if is_main else None
+    last = config.steps if stop_after is None else min(config.steps, stop_after)
+    window: list = []
+    bar = tqdm(total=config.steps, initial=start, desc=config.formulation, disable=not (progress and is_main),
+               dynamic_ncols=True, file=sys.stderr)
+    formulation = trainer.formulation
+    with open(out / "metrics.jsonl", "a") as log:
+        for step in range(start + 1, last + 1):
+            state, metrics = trainer.train_step(formulation, state, pool)
+            window.append(metrics)
+            if step % config.log_every and step != last:
+                continue
+            row = {"step": step, "loss": float(np.mean([float(m["loss"]) for m in window])),
+                   "grad_norm": float(np.mean([float(m["grad_norm"]) for m in window])),
+                   "lr": trainer.learning_rate(step)}
+            window = []
+            if not np.isfinite(row["loss"]):
+                raise RunError(f"loss became {row['loss']} at step {step} ({config.formulation}); the run keeps its "
+                               f"checkpoint at step {latest.latest_step() or 0}; lower lr or grad_clip with --set")
+            if step % config.eval_every == 0 or step == config.steps:
+                raw = np.asarray(trainer.validation_losses(formulation, state["params"], val), np.float64)
+                ema = np.asarray(trainer.validation_losses(formulation, state["ema"], val), np.float64)
+                row |= {"val_loss": float(raw.mean()), "ema_val_loss": float(ema.mean()),
+                        "ema_val_loss_at_t": [round(float(v), 6) for v in ema]}
+                if ema.mean() < best["ema_val_loss"]:
+                    best = {"step": step, "ema_val_loss": float(ema.mean()), "val_loss": float(raw.mean())}
+                    if step not in best_manager.all_steps():
+                        best_manager.save(step, args=ocp.args.StandardSave(
+                            {"params": state["params"], "ema": state["ema"]}))
+                        best_manager.wait_until_finished()
+                    if is_main:
+                        (out / "best.json").write_text(json.dumps(best, indent=1))
+            if is_main:
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                for key, value in row.items():
+                    if isinstance(value, float):
+                        writer.add_scalar(key, value, step)
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if step % config.eval_every == 0 or step == last:
+                meta = {"best": best, "wall_seconds": wall_before + time.time() - started}
+                latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                          meta=ocp.args.JsonSave(meta)), force=True)
+                latest.wait_until_finished()
+    bar.close()
+    if writer is not None:
+        writer.close()
+    latest.close()
+    best_manager.close()
+    if last < config.steps:
+        return {"step": last, "complete": False}
+    summary = {"complete": True, "step": config.steps, "final_loss": rows_last_loss(out / "metrics.jsonl"),
+               "best": best, "wall_seconds": wall_before + time.time() - started}
+    if is_main:
+        (out / "done.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def rows_last_loss(path: Path) -> float:
+    rows = _read_jsonl(path)
+    return rows[-1]["loss"] if rows else float("nan")
