@@ -76,12 +76,14 @@ class TrainConfig:
     # bookkeeping
     log_every: int = 10
     eval_every: int = 100  # validation loss, best-checkpoint selection, and the resume checkpoint
+    keep_checkpoints: int = 2  # full-state checkpoints kept in checkpoints/ (the newest ones)
 
     def validate(self) -> None:
         formulations.parse(self.formulation)
         if self.eval_every % self.log_every:
             raise RunError(f"eval_every ({self.eval_every}) must be a multiple of log_every ({self.log_every})")
-        for name in ("steps", "batch_size", "log_every", "eval_every", "ema_every", "train_examples", "val_examples"):
+        for name in ("steps", "batch_size", "log_every", "eval_every", "ema_every", "train_examples", "val_examples",
+                     "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.text_drop_prob < 1.0:
@@ -338,7 +340,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
     val = jax.device_put(load_split(dataset, trainer.text_encoders, "val", config.val_examples), trainer.replicated)
 
     state = trainer.init_state(pool)
-    latest = _checkpoint_manager(out / "checkpoints", keep=2)
+    latest = _checkpoint_manager(out / "checkpoints", keep=config.keep_checkpoints)
     best_manager = _checkpoint_manager(out / "best", keep=1)
     restored, meta = _restore_latest(latest, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
     if restored is not None:
@@ -414,3 +416,70 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
 def rows_last_loss(path: Path) -> float:
     rows = _read_jsonl(path)
     return rows[-1]["loss"] if rows else float("nan")
+
+
+# ---- reading a finished run ---------------------------------------------------------------------------
+
+
+@dataclass
+class TrainedRun:
+    """A run's model and weights, ready to sample: ``weights["ema"]`` and ``weights["raw"]``."""
+
+    config: TrainConfig
+    formulation: Formulation
+    model: Any
+    text_encoders: Any
+    weights: dict
+    step: int
+
+    def network(self, which: str = "ema"):
+        """network(z_in, c_noise, tokens, pooled) -> F with the chosen weights."""
+        params = self.weights[which]
+        return lambda z, c_noise, tokens, pooled: self.model.apply(params, z, c_noise, tokens, pooled)
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise RunError(f"{run_dir} is not a training run (no config.json); train one with `trajbench train`")
+    try:
+        return TrainConfig(**json.loads(path.read_text())["config"])
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise RunError(f"{path} is unreadable or from another version; retrain into a new folder") from None
+
+
+def load_run(run_dir: str | Path, checkpoint: str | int = "best") -> TrainedRun:
+    """Load a run's weights: ``"best"`` (lowest EMA validation loss), ``"last"``, or a step number kept in
+    ``checkpoints/``."""
+    import orbax.checkpoint as ocp
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    trainer = Trainer(config)
+    dummy = {"images": np.zeros((1, config.resolution, config.resolution, 3), np.float32),
+             "tokens": np.zeros((1, trainer.text_encoders.num_tokens, trainer.text_encoders.token_dim), np.float32),
+             "pooled": np.zeros((1, trainer.text_encoders.pooled_dim), np.float32)}
+    state = trainer.init_state(dummy)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    if checkpoint == "best":
+        if not (run_dir / "best.json").exists():
+            raise RunError(f"{run_dir} has no best checkpoint yet; let the run reach its first evaluation")
+        step = json.loads((run_dir / "best.json").read_text())["step"]
+        folder, args = run_dir / "best", ocp.args.StandardRestore({"params": abstract["params"], "ema": abstract["ema"]})
+    else:
+        folder = run_dir / "checkpoints"
+        with _checkpoint_manager(folder, keep=config.keep_checkpoints) as manager:
+            steps = manager.all_steps()
+        step = max(steps, default=None) if checkpoint == "last" else int(checkpoint)
+        if step is None or step not in steps:
+            raise RunError(f"{run_dir} keeps checkpoints at steps {sorted(steps)}, not {checkpoint!r}")
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    try:
+        with _checkpoint_manager(folder, keep=config.keep_checkpoints) as manager:
+            restored = manager.restore(step, args=args)
+    except Exception as error:  # noqa: BLE001
+        raise RunError(f"checkpoint {folder}/{step} is unreadable ({type(error).__name__}); "
+                       f"retrain or pick another with --checkpoint") from None
+    restored = restored["state"] if checkpoint != "best" else restored
+    weights = {"ema": restored["ema"], "raw": restored["params"]}
+    return TrainedRun(config, trainer.formulation, trainer.model, trainer.text_encoders, weights, step)
