@@ -69,6 +69,47 @@ def cmd_train(args) -> None:
           f"best EMA validation loss {best['ema_val_loss']:.4f} at step {best['step']} ({args.out})")
 
 
+def cmd_sample(args) -> None:
+    import numpy as np
+
+    from trajbench.data import get_dataset
+    from trajbench.data.preview import write_image_grid
+    from trajbench.evaluate import SamplerSetting, generate_images
+    from trajbench.train import load_run
+
+    setting = SamplerSetting.parse(f"{args.steps}x{args.guidance}/{args.solver}")
+    run = load_run(args.run_dir, args.checkpoint)
+    dataset = get_dataset(run.config.dataset, resolution=run.config.resolution, seed=run.config.seed)
+    captions = list(args.prompt) or dataset.captions("val", np.arange(args.n))
+    tokens, pooled = run.text_encoders.encode(captions)
+    images, info = generate_images(run, args.weights, setting, tokens, pooled, seed=args.seed)
+    title = (f"{run.config.formulation}, step {run.step} ({args.weights}), {setting.label}, "
+             f"{info['nfe']} evaluations")
+    print(f"wrote {write_image_grid(images, captions, args.out, title=title)}")
+
+
+def cmd_eval(args) -> None:
+    from trajbench.evaluate import evaluate_run
+
+    settings = [s for item in args.settings for s in item.split(",") if s]
+    rows = evaluate_run(args.run_dir, settings, weights=args.weights, num_samples=args.samples,
+                        checkpoint=args.checkpoint, seed=args.seed)
+    if args.format == "json":
+        for row in rows:
+            print(json.dumps(row))
+        return
+    for row in rows:
+        print(f"{row['weights']:>4} {row['setting']:>10}  nfe {row['nfe']:>3}  FID {row['fid']:8.3f} "
+              f"[{row['fid_ci'][0]:.2f}, {row['fid_ci'][1]:.2f}]  CLIP {row['clip_score']:.4f}  KID {row['kid']:.4f}")
+
+
+def cmd_evaluator_report(args) -> None:
+    from trajbench.metrics.report import format_report, report_json
+
+    text = report_json(args.dataset, args.resolution, seed=args.seed)
+    print(text if args.format == "json" else format_report(json.loads(text)))
+
+
 def cmd_data_preview(args) -> None:
     from trajbench.data import get_dataset
     from trajbench.data.preview import write_preview
@@ -129,6 +170,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("sample", help="a grid of samples from a trained run, with their prompts",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (1 = none)")
+    p.add_argument("--solver", default="euler", help="euler, heun or dopri5")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a kept step")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable); default: validation captions")
+    p.add_argument("-n", type=int, default=16, help="number of validation prompts when no --prompt is given")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    p.set_defaults(run=cmd_sample)
+
+    p = commands.add_parser("eval", help="sample and score a trained run (FID, CLIP score, KID, GenEval)",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("run_dir")
+    p.add_argument("--settings", nargs="+", default=["5x2.0,25x2.0,50x2.0"],
+                   help="sampler settings STEPSxGUIDANCE[/SOLVER], space or comma separated")
+    p.add_argument("--weights", nargs="+", choices=("ema", "raw"), default=["ema", "raw"])
+    p.add_argument("--samples", type=int, default=256, help="generated images per setting")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a kept step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=cmd_eval)
+
+    evaluator = commands.add_parser("evaluator", help="the in-house evaluator networks").add_subparsers(
+        dest="evaluator", required=True)
+    p = evaluator.add_parser("report", help="evaluator quality: retrieval accuracy and the FID floor",
+                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--resolution", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(run=cmd_evaluator_report)
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
     p = data.add_parser("preview", help="a grid of examples with their captions",

@@ -18,9 +18,6 @@ def write_preview(dataset, out_path, *, n=16, split="train", columns=4) -> Path:
     (at its default resolution, 32). Uses matplotlib's Agg canvas directly (no global backend change).
     Returns the path written.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if not isinstance(dataset, Dataset):
         from trajbench.data import get_dataset
 
@@ -33,7 +30,17 @@ def write_preview(dataset, out_path, *, n=16, split="train", columns=4) -> Path:
     if n == 0:
         raise DatasetError(f"split {split!r} of {dataset.name!r} is empty; nothing to preview")
     batch = dataset.batch(split, np.arange(n))
-    images = np.clip((batch["images"] + 1.0) / 2.0, 0.0, 1.0)
+    title = f"{dataset.name} / {split} ({dataset.resolution}x{dataset.resolution})"
+    return write_image_grid(batch["images"], batch["captions"], out_path, columns=columns, title=title)
+
+
+def write_image_grid(images, captions, out_path, *, columns=4, title="") -> Path:
+    """Write images in [-1, 1] ([N, H, W, 3]) as a PNG grid, each titled with its wrapped caption."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    images = np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
+    n = len(images)
     columns = min(int(columns), n)
     rows = math.ceil(n / columns)
     figure = Figure(figsize=(2.0 * columns, 2.45 * rows), dpi=100)
@@ -44,8 +51,9 @@ def write_preview(dataset, out_path, *, n=16, split="train", columns=4) -> Path:
         if j >= n:
             continue
         ax.imshow(images[j], interpolation="nearest")
-        ax.set_title("\n".join(textwrap.wrap(batch["captions"][j], 26)) or " ", fontsize=7.5)
-    figure.suptitle(f"{dataset.name} / {split} ({dataset.resolution}x{dataset.resolution})", fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(captions[j], 26)) or " ", fontsize=7.5)
+    if title:
+        figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
