@@ -227,6 +227,7 @@ def reference_cdf(name):
     return cdf
 
 
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")  # float32 integrand: roundoff notes
 @pytest.mark.parametrize("name", ALL)
 def test_density_matches_independent_cdf_integrates_to_one_and_sampling_passes_ks(name):
     f = F.get(name)
