@@ -406,14 +406,14 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
     best_manager.close()
     if last < config.steps:
         return {"step": last, "complete": False}
-    summary = {"complete": True, "step": config.steps, "final_loss": rows_last_loss(out / "metrics.jsonl"),
+    summary = {"complete": True, "step": config.steps, "final_loss": _last_logged_loss(out / "metrics.jsonl"),
                "best": best, "wall_seconds": wall_before + time.time() - started}
     if is_main:
         (out / "done.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def rows_last_loss(path: Path) -> float:
+def _last_logged_loss(path: Path) -> float:
     rows = _read_jsonl(path)
     return rows[-1]["loss"] if rows else float("nan")
 
