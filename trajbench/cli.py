@@ -230,12 +230,10 @@ def is_user_error(error: Exception) -> bool:
     from trajbench.train import RunError
 
     user_errors = (UserError, formulations.FormulationError, RunError, FileNotFoundError)
-    try:
-        from trajbench.data import DatasetError
+    from trajbench.data import DatasetError
+    from trajbench.metrics.cache import EvaluatorCacheError
 
-        user_errors += (DatasetError,)
-    except ImportError:
-        pass
+    user_errors += (DatasetError, EvaluatorCacheError)
     return isinstance(error, user_errors)
 
 
