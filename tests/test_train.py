@@ -156,3 +156,17 @@ def test_unknown_formulation_or_dataset_fails_before_training(tmp_path, capsys):
     assert code == 2 and "takes 2 parameter" in capsys.readouterr().err
     code = main(["train", "--formulation", "rf", "--dataset", "imagenet", "--out", str(tmp_path / "b")])
     assert code == 2 and "unknown dataset" in capsys.readouterr().err
+
+
+def test_load_run_reads_best_last_and_refuses_missing_steps(finished_run):
+    from trajbench.train import load_run
+
+    run, _ = finished_run
+    best = load_run(run, "best")
+    assert best.step == json.loads((run / "best.json").read_text())["step"]
+    reference = best_params(run)
+    assert_same_params(best.weights["ema"], reference["ema"], rtol=0, atol=0)
+    assert_same_params(best.weights["raw"], reference["params"], rtol=0, atol=0)
+    assert load_run(run, "last").step == 30
+    with pytest.raises(RunError, match="keeps checkpoints at steps"):
+        load_run(run, 5)
