@@ -459,8 +459,9 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best") -> TrainedRun:
     dummy = {"images": np.zeros((1, config.resolution, config.resolution, 3), np.float32),
              "tokens": np.zeros((1, trainer.text_encoders.num_tokens, trainer.text_encoders.token_dim), np.float32),
              "pooled": np.zeros((1, trainer.text_encoders.pooled_dim), np.float32)}
-    state = trainer.init_state(dummy)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    abstract = jax.eval_shape(trainer.init_state, dummy)  # shapes only: no parameters are initialised
+    abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=trainer.replicated),
+                            abstract)
     if checkpoint == "best":
         if not (run_dir / "best.json").exists():
             raise RunError(f"{run_dir} has no best checkpoint yet; let the run reach its first evaluation")
