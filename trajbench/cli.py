@@ -93,7 +93,9 @@ def cmd_eval(args) -> None:
 
     settings = [s for item in args.settings for s in item.split(",") if s]
     rows = evaluate_run(args.run_dir, settings, weights=args.weights, num_samples=args.samples,
-                        checkpoint=args.checkpoint, seed=args.seed)
+                        checkpoint=args.checkpoint, seed=args.seed, n_boot=args.n_boot,
+                        evaluator_config=parse_assignments(args.evaluator_set, "--evaluator-set") or None,
+                        geneval_config=parse_assignments(args.geneval_set, "--geneval-set") or None)
     if args.format == "json":
         for row in rows:
             print(json.dumps(row))
@@ -101,6 +103,20 @@ def cmd_eval(args) -> None:
     for row in rows:
         print(f"{row['weights']:>4} {row['setting']:>10}  nfe {row['nfe']:>3}  FID {row['fid']:8.3f} "
               f"[{row['fid_ci'][0]:.2f}, {row['fid_ci'][1]:.2f}]  CLIP {row['clip_score']:.4f}  KID {row['kid']:.4f}")
+
+
+def parse_assignments(items, option: str) -> dict:
+    """``["steps=250", "widths=[8,8]"]`` -> ``{"steps": 250, "widths": [8, 8]}`` (values read as JSON, else text)."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{option} {item!r}: expected key=value")
+        try:
+            values[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key.strip()] = text
+    return values
 
 
 def cmd_evaluator_report(args) -> None:
@@ -194,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=256, help="generated images per setting")
     p.add_argument("--checkpoint", default="best", help="best, last, or a kept step")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates per confidence interval")
+    p.add_argument("--evaluator-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the CLIP-style evaluator's config (part of its cache key)")
+    p.add_argument("--geneval-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the GenEval classifier's config (part of its cache key)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=cmd_eval)
 
@@ -231,9 +252,9 @@ def is_user_error(error: Exception) -> bool:
 
     user_errors = (UserError, formulations.FormulationError, RunError, FileNotFoundError)
     from trajbench.data import DatasetError
-    from trajbench.metrics.cache import EvaluatorCacheError
+    from trajbench.metrics.cache import EvaluatorCacheError, EvaluatorConfigError
 
-    user_errors += (DatasetError, EvaluatorCacheError)
+    user_errors += (DatasetError, EvaluatorCacheError, EvaluatorConfigError)
     return isinstance(error, user_errors)
 
 

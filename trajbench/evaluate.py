@@ -80,15 +80,17 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
     from trajbench.metrics import bootstrap_ci, fid_with_ci, kid, mmd2_unbiased
 
     features = evaluator.fid_features(images)
-    fid = fid_with_ci(features, reference_features, n_boot=n_boot, seed=seed)
+    # "basic" intervals: a resample repeats images, which biases FID and KID upward, and the basic interval
+    # reflects that shift about the estimate (a percentile interval would lie above it)
+    fid = fid_with_ci(features, reference_features, n_boot=n_boot, seed=seed, method="basic")
     size = min(len(features), len(reference_features))
     kid_value = kid(features, reference_features, subsets=20, subset_size=size, seed=seed)
     reference_subset = reference_features[np.random.default_rng(seed).choice(len(reference_features), size, False)]
     kid_ci = bootstrap_ci(lambda g: mmd2_unbiased(g, reference_subset), features, n_boot=max(n_boot // 4, 2),
-                          seed=seed)
+                          seed=seed, method="basic")
     clip, per_example = evaluator.clip_score(images, captions, return_per_example=True)
     scores = {
-        "fid": fid["fid"], "fid_ci": [fid["ci_low"], fid["ci_high"]],
+        "fid": fid["fid"], "fid_ci": [max(fid["ci_low"], 0.0), fid["ci_high"]],
         "kid": kid_value, "kid_ci": list(kid_ci),
         "clip_score": float(clip), "clip_score_ci": list(bootstrap_ci(np.mean, per_example, n_boot=n_boot, seed=seed)),
     }
@@ -100,8 +102,12 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
 
 
 def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), num_samples: int = 256,
-                 checkpoint="best", seed: int = 0, n_boot: int = 200, cache_dir=None, progress=None) -> list[dict]:
-    """One result dict per (weights, setting) with fid, kid, clip_score, their CIs, nfe and GenEval accuracy."""
+                 checkpoint="best", seed: int = 0, n_boot: int = 200, cache_dir=None, evaluator_config=None,
+                 geneval_config=None, progress=None) -> list[dict]:
+    """One result dict per (weights, setting) with fid, kid, clip_score, their CIs, nfe and GenEval accuracy.
+
+    ``evaluator_config`` / ``geneval_config``: overrides of the evaluator networks' configs (dicts of their
+    fields; None = the defaults); they are part of the evaluator cache key."""
     from trajbench.data import get_dataset
     from trajbench.metrics.evaluator import load_or_train_evaluator
 
@@ -109,12 +115,12 @@ def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), 
     run = load_run(run_dir, checkpoint)
     config = run.config
     dataset = get_dataset(config.dataset, resolution=config.resolution, seed=config.seed)
-    evaluator = load_or_train_evaluator(dataset, cache_dir=cache_dir)
+    evaluator = load_or_train_evaluator(dataset, cache_dir=cache_dir, config=evaluator_config)
     geneval = None
     if dataset.name == "synth-cc12m":
         from trajbench.metrics.geneval import load_or_train_geneval
 
-        geneval = load_or_train_geneval(dataset, cache_dir=cache_dir)
+        geneval = load_or_train_geneval(dataset, cache_dir=cache_dir, config=geneval_config)
     reference = dataset.images("reference", np.arange(dataset.split_size("reference")))
     reference_features = evaluator.fid_features(reference)
     indices = np.arange(min(num_samples, dataset.split_size("val")))

@@ -471,9 +471,13 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best") -> TrainedRun:
         folder = run_dir / "checkpoints"
         with _checkpoint_manager(folder, keep=config.keep_checkpoints) as manager:
             steps = manager.all_steps()
-        step = max(steps, default=None) if checkpoint == "last" else int(checkpoint)
+        if checkpoint == "last":
+            step = max(steps, default=None)
+        else:
+            step = int(checkpoint) if str(checkpoint).isdigit() else None
         if step is None or step not in steps:
-            raise RunError(f"{run_dir} keeps checkpoints at steps {sorted(steps)}, not {checkpoint!r}")
+            raise RunError(f"{run_dir} keeps checkpoints at steps {sorted(steps)}; ask for best, last or one of "
+                           f"those steps, not {checkpoint!r}")
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
     try:
         with _checkpoint_manager(folder, keep=config.keep_checkpoints) as manager:

@@ -34,6 +34,10 @@ class EvaluatorCacheError(RuntimeError):
     """A cached evaluator that cannot be read (one line: which folder, what is wrong, what to do)."""
 
 
+class EvaluatorConfigError(ValueError):
+    """An evaluator config with an unknown field or an invalid value (one line: which, and the valid ones)."""
+
+
 def cache_root(cache_dir=None) -> Path:
     """The folder holding cached evaluators (see the module docstring for the default)."""
     if cache_dir is not None:

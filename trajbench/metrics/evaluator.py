@@ -41,7 +41,15 @@ from pathlib import Path
 import numpy as np
 
 from trajbench.metrics import stats
-from trajbench.metrics.cache import EvaluatorCacheError, cache_key, cache_root, entry_dir, load_entry, save_entry
+from trajbench.metrics.cache import (
+    EvaluatorCacheError,
+    EvaluatorConfigError,
+    cache_key,
+    cache_root,
+    entry_dir,
+    load_entry,
+    save_entry,
+)
 
 log = logging.getLogger("trajbench.metrics")
 
@@ -80,7 +88,7 @@ class _Config:
             names = {f.name for f in dataclasses.fields(cls)}
             bad = sorted(set(config) - names)
             if bad:
-                raise ValueError(f"unknown {cls.__name__} field(s) {bad}; valid: {', '.join(sorted(names))}")
+                raise EvaluatorConfigError(f"unknown {cls.__name__} field(s) {bad}; valid: {', '.join(sorted(names))}")
             fixed = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
             return cls(**fixed)
         raise TypeError(f"config must be None, a dict or a {cls.__name__}, got {type(config).__name__}")
@@ -112,7 +120,7 @@ class EvaluatorConfig(_Config):
 
     def validate(self) -> "EvaluatorConfig":
         if self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or not self.widths:
-            raise ValueError(f"invalid evaluator config: {self}")
+            raise EvaluatorConfigError(f"invalid evaluator config: {self}")
         return self
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trajbench.metrics.cache import EvaluatorConfigError
 from trajbench.metrics.evaluator import (
     _Config,
     batch_schedule,
@@ -96,7 +97,7 @@ class GenEvalConfig(_Config):
 
     def validate(self) -> "GenEvalConfig":
         if self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or len(self.widths) != 3:
-            raise ValueError(f"invalid GenEval config: {self}")
+            raise EvaluatorConfigError(f"invalid GenEval config: {self}")
         return self
 
 
