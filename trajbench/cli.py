@@ -160,6 +160,90 @@ def cmd_demo(args) -> None:
           f"{summary['best']['ema_val_loss']:.4f} at step {summary['best']['step']} ({out / 'run'})")
 
 
+def load_spec_args(args):
+    from trajbench.spec import load_spec
+
+    return load_spec(args.spec, args.set)
+
+
+def cmd_grid_run(args) -> None:
+    from trajbench.grid import parse_shard, run_grid, shard_cells
+    from trajbench.perf import estimate_grid_seconds, format_seconds
+
+    spec = load_spec_args(args)
+    shard = parse_shard(args.shard)
+    if args.dry_run:
+        cells = shard_cells(spec, shard)
+        for cell in cells:
+            print(f"{cell.dataset:>16}  seed {cell.seed}  {cell.variant}")
+        config = spec.train_config(cells[0]) if cells else None
+        estimate = estimate_grid_seconds(spec, cells)
+        print(json.dumps({"spec": spec.to_dict(), "train_config": dataclasses.asdict(config) if config else None,
+                          "estimate": estimate}, indent=1))
+        print(f"{len(cells)} cells; estimated wall time on this machine {format_seconds(estimate['total_seconds'])} "
+              f"(matmul peak {estimate['matmul_peak_gflops']} GFLOP/s)")
+        return
+    counts = run_grid(spec, args.results, shard=shard, retry_failed=args.retry_failed, progress=not args.no_progress)
+    print(f"{spec.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n))
+    if counts.get("failed"):
+        raise UserError(f"{counts['failed']} cell(s) failed; `trajbench grid status {args.spec}` shows why, "
+                        f"--retry-failed runs them again")
+
+
+def cmd_grid_status(args) -> None:
+    from trajbench.grid import grid_status
+
+    spec = load_spec_args(args)
+    status = grid_status(spec, args.results)
+    if args.format == "json":
+        print(json.dumps(status, indent=1))
+        return
+    for row in status["cells"]:
+        reason = f"  ({row['reason']})" if "reason" in row else ""
+        print(f"{row['state']:>8}  {row['dataset']:>16}  seed {row['seed']}  {row['variant']}{reason}")
+    print(", ".join(f"{n} {state}" for state, n in status["counts"].items()))
+
+
+def cmd_grid_collect(args) -> None:
+    from trajbench.grid import GridLayout, collect
+
+    spec = load_spec_args(args)
+    table = collect(spec, args.results)
+    print(f"wrote {GridLayout(spec, args.results).metrics_csv} ({len(table)} rows)")
+
+
+def _metrics_for(args):
+    from trajbench.grid import GridLayout, read_metrics
+
+    spec = load_spec_args(args)
+    root = GridLayout(spec, args.results).root
+    return spec, root, read_metrics(args.metrics or root / "metrics.csv")
+
+
+def cmd_report(args) -> None:
+    from trajbench.report import write_report
+
+    spec, root, metrics = _metrics_for(args)
+    out = write_report(metrics, root, name=spec.name, table2_setting=spec.report.table2_setting,
+                       table2_weights=spec.report.table2_weights, curve_guidance_value=spec.report.curve_guidance,
+                       curve_weights=spec.report.curve_weights)
+    print(f"wrote {root / 'README.md'}, table1.csv, table2.csv, tables.md, tables.tex, {', '.join(out['figures'])}")
+
+
+def cmd_compare_paper(args) -> None:
+    from trajbench.paper import compare, format_comparison
+    from trajbench.report import table1
+
+    _, _, metrics = _metrics_for(args)
+    result = compare(table1(metrics).drop(columns="family"), metrics)
+    if args.format == "json":
+        print(json.dumps({"table": result["table"].to_dict("records"),
+                          "correlations": result["correlations"].to_dict("records"),
+                          "findings": result["findings"]}, indent=1, default=float))
+    else:
+        print(format_comparison(result))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trajbench", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -237,6 +321,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", type=int, default=32, help="image size in pixels")
     p.set_defaults(run=cmd_data_preview)
 
+    def spec_command(parent, name, help_text):
+        p = parent.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("spec", help="experiment spec (TOML), e.g. experiments/quick.toml")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a spec field, e.g. train.steps=200 or seeds=[0,1,2]")
+        p.add_argument("--results", default="results", help="results root; the spec's results go in RESULTS/NAME")
+        return p
+
+    grid = commands.add_parser("grid", help="experiment grids").add_subparsers(dest="grid", required=True)
+    p = spec_command(grid, "run", "train and score every cell of a spec (resumable, failure-isolated, shardable)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved cells and a wall-time estimate")
+    p.add_argument("--shard", help="run only cells i, i+n, ... as worker i of n (i/n), or auto from the environment")
+    p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_grid_run)
+    p = spec_command(grid, "status", "done / running / failed / partial / pending per cell")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=cmd_grid_status)
+    p = spec_command(grid, "collect", "write metrics.csv from the finished cells (after sharded runs)")
+    p.set_defaults(run=cmd_grid_collect)
+
+    p = spec_command(commands, "report", "tables (CSV, Markdown, LaTeX), figures and README.md from metrics.csv")
+    p.add_argument("--metrics", help="a metrics.csv to report on (default: RESULTS/NAME/metrics.csv)")
+    p.set_defaults(run=cmd_report)
+    p = spec_command(commands, "compare-paper", "our Table 1 beside the paper's, correlations and findings")
+    p.add_argument("--metrics", help="a metrics.csv (default: RESULTS/NAME/metrics.csv)")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    p.set_defaults(run=cmd_compare_paper)
+
     p = commands.add_parser("demo", help="run the main job on the embedded default",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="results/demo", help="output folder")
@@ -254,7 +367,9 @@ def is_user_error(error: Exception) -> bool:
     from trajbench.data import DatasetError
     from trajbench.metrics.cache import EvaluatorCacheError, EvaluatorConfigError
 
-    user_errors += (DatasetError, EvaluatorCacheError, EvaluatorConfigError)
+    from trajbench.spec import SpecError
+
+    user_errors += (DatasetError, EvaluatorCacheError, EvaluatorConfigError, SpecError)
     return isinstance(error, user_errors)
 
 

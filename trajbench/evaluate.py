@@ -95,19 +95,28 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
         "clip_score": float(clip), "clip_score_ci": list(bootstrap_ci(np.mean, per_example, n_boot=n_boot, seed=seed)),
     }
     if geneval is not None:
+        from trajbench.metrics.geneval import scores_from_judgements
+
         accuracies, correct = geneval.scores(images, attributes, return_per_image=True)
         scores["geneval"] = {k: v for k, v in accuracies.items() if k != "n"}
-        scores["geneval_ci"] = list(bootstrap_ci(np.mean, np.asarray(correct, np.float64), n_boot=n_boot, seed=seed))
+        # each accuracy's interval resamples the images (with their prompts) and recomputes that accuracy
+        index = np.arange(len(correct))
+        scores["geneval_ci"] = {
+            name: list(bootstrap_ci(
+                lambda i, name=name: scores_from_judgements(correct[i], [attributes[j] for j in i]).get(name, np.nan),
+                index, n_boot=n_boot, seed=seed))
+            for name in scores["geneval"]}
     return scores
 
 
 def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), num_samples: int = 256,
                  checkpoint="best", seed: int = 0, n_boot: int = 200, cache_dir=None, evaluator_config=None,
-                 geneval_config=None, progress=None) -> list[dict]:
+                 geneval_config=None, skip=(), progress=None) -> list[dict]:
     """One result dict per (weights, setting) with fid, kid, clip_score, their CIs, nfe and GenEval accuracy.
 
     ``evaluator_config`` / ``geneval_config``: overrides of the evaluator networks' configs (dicts of their
-    fields; None = the defaults); they are part of the evaluator cache key."""
+    fields; None = the defaults); they are part of the evaluator cache key.  ``skip``: (weights, setting label)
+    pairs already scored (a resumed grid cell); ``progress(row)`` is called as each row is finished."""
     from trajbench.data import get_dataset
     from trajbench.metrics.evaluator import load_or_train_evaluator
 
@@ -130,6 +139,8 @@ def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), 
     rows = []
     for which in weights:
         for setting in settings:
+            if (which, setting.label) in set(skip):
+                continue
             started = time.time()
             images, info = generate_images(run, which, setting, tokens, pooled, seed=seed)
             sample_seconds = time.time() - started

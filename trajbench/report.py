@@ -49,3 +49,228 @@ def plot_densities(names, out: str | Path) -> Path:
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+# ---- grid results: tables ------------------------------------------------------------------------------
+
+FAMILY_ORDER = ("rf/lognorm", "rf/mode", "rf/cosmap", "rf", "eps/linear", "v/linear", "eps/cos", "v/cos", "edm",
+                "edm/rf", "edm/cos")
+
+
+def dataset_label(dataset: str) -> str:
+    """``synth-imagenet`` -> ``imagenet`` (the paper's column prefix for its dataset analogue)."""
+    return dataset.removeprefix("synth-").replace(":", "_").replace("/", "_")
+
+
+def table1(metrics) -> "pd.DataFrame":
+    """Average non-dominated-sorting ranks over all settings, the 5-step and the 50-step settings."""
+    from trajbench.metrics.ranking import rank_table
+
+    table = rank_table(metrics)
+    table.insert(1, "family", [formulations.family_of(v) for v in table["variant"]])
+    return table
+
+
+def table1_two_best(table) -> "pd.DataFrame":
+    """The paper's view of Table 1: the two best variants (by rank_all) of each family."""
+    return table.groupby("family", sort=False).head(2).reset_index(drop=True)
+
+
+def table2(metrics, setting: str, weights: str) -> "pd.DataFrame":
+    """CLIP score and FID (means over seeds) at one sampler setting: variant, <dataset>_clip, <dataset>_fid."""
+    import pandas as pd
+
+    rows = metrics[(metrics["setting"] == setting) & (metrics["weights"] == weights)
+                   & metrics["metric"].isin(["clip_score", "fid"])]
+    if rows.empty:
+        return pd.DataFrame(columns=["variant"])
+    wide = rows.pivot_table(index="variant", columns=["dataset", "metric"], values="value", aggfunc="mean")
+    table = pd.DataFrame(index=wide.index)
+    for dataset in dict.fromkeys(rows["dataset"]):
+        for metric, suffix in (("clip_score", "clip"), ("fid", "fid")):
+            table[f"{dataset_label(dataset)}_{suffix}"] = wide[(dataset, metric)]
+    order = list(dict.fromkeys(rows["variant"]))
+    return table.reindex(order).reset_index()
+
+
+def seed_agreement(metrics) -> dict:
+    """Kendall tau of rank_all between every pair of seeds (empty with one seed)."""
+    from itertools import combinations
+
+    from scipy.stats import kendalltau
+
+    from trajbench.metrics.ranking import per_seed_rank_tables
+
+    tables = {s: t.set_index("variant")["rank_all"] for s, t in per_seed_rank_tables(metrics).items()}
+    out = {}
+    for a, b in combinations(sorted(tables), 2):
+        common = tables[a].index.intersection(tables[b].index)
+        out[f"{a}-{b}"] = float(kendalltau(tables[a][common], tables[b][common]).statistic)
+    return out
+
+
+def to_markdown(table, digits: int = 2) -> str:
+    return table.to_markdown(index=False, floatfmt=f".{digits}f")
+
+
+def to_latex(table, digits: int = 2, caption: str = "") -> str:
+    styler = table.style.hide(axis="index").format(precision=digits, na_rep="--")
+    return styler.to_latex(caption=caption or None, hrules=True).replace("_", r"\_")
+
+
+# ---- grid results: figures -----------------------------------------------------------------------------
+
+
+def family_colours(families) -> dict:
+    """One colour per family (tab10 / tab20 in FAMILY_ORDER), shared by every figure."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    known = [f for f in FAMILY_ORDER if f in set(families)] + sorted(set(families) - set(FAMILY_ORDER))
+    return {family: cmap(2 * i % 20 + (2 * i // 20)) for i, family in enumerate(known)}
+
+
+def _figure(rows: int, cols: int, width: float = 6.0, height: float = 4.2):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    return plt, fig, axes
+
+
+def _save(plt, fig, out) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def curve_guidance(metrics, requested: float | None) -> float:
+    """The guidance of the metric-vs-steps curves: as requested, else the most common one."""
+    return float(requested) if requested is not None else float(metrics["guidance"].mode().iloc[0])
+
+
+def plot_metric_vs_steps(metrics, out, *, guidance: float, weights: str = "ema") -> Path:
+    """The paper's Figure 3: FID and CLIP score against sampling steps, one line per variant, coloured by
+    family; one row of panels per dataset (means over seeds, Euler settings at the given guidance)."""
+    rows = metrics[(metrics["weights"] == weights) & np.isclose(metrics["guidance"], guidance)
+                   & (metrics["sampler"] == "euler")]
+    datasets = list(dict.fromkeys(rows["dataset"]))
+    colours = family_colours(rows["family"])
+    plt, fig, axes = _figure(max(len(datasets), 1), 2)
+    for r, dataset in enumerate(datasets):
+        for c, (metric, label) in enumerate((("fid", "FID (lower is better)"), ("clip_score", "CLIP score"))):
+            ax = axes[r, c]
+            part = rows[(rows["dataset"] == dataset) & (rows["metric"] == metric)]
+            means = part.groupby(["family", "variant", "steps"])["value"].mean().reset_index()
+            for (family, variant), line in means.groupby(["family", "variant"], sort=False):
+                ax.plot(line["steps"], line["value"], marker="o", ms=3, lw=1.2, color=colours[family], alpha=0.85)
+            ax.set(xscale="log", xlabel="sampling steps", ylabel=label, title=f"{dataset}: {label.split(' (')[0]}")
+            ax.set_xticks(sorted(part["steps"].unique()), [str(s) for s in sorted(part["steps"].unique())])
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colour, lw=2, label=family) for family, colour in colours.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.suptitle(f"metric vs sampling steps (guidance {guidance:g}, {weights} weights)")
+    fig.subplots_adjust(bottom=0.15)
+    return _save(plt, fig, out)
+
+
+def plot_rank_vs_steps(metrics, out, *, label_top: int = 6) -> Path:
+    """A bump chart: each variant's mean non-dominated-sorting rank among the settings with N steps."""
+    from trajbench.metrics.ranking import rank_per_setting, setting_means
+
+    ranked = rank_per_setting(setting_means(metrics))
+    by_steps = ranked.groupby(["family", "variant", "steps"])["rank"].mean().reset_index()
+    colours = family_colours(by_steps["family"])
+    plt, fig, axes = _figure(1, 1, width=8.0, height=5.5)
+    ax = axes[0, 0]
+    last = by_steps["steps"].max()
+    best = set(by_steps[by_steps["steps"] == last].nsmallest(label_top, "rank")["variant"])
+    for (family, variant), line in by_steps.groupby(["family", "variant"], sort=False):
+        emphasis = variant in best
+        ax.plot(line["steps"], line["rank"], marker="o", ms=3, color=colours[family], lw=2 if emphasis else 1,
+                alpha=0.95 if emphasis else 0.5)
+        if emphasis:
+            ax.annotate(variant, (last, line[line["steps"] == last]["rank"].iloc[0]), xytext=(4, 0),
+                        textcoords="offset points", fontsize=7, va="center")
+    steps = sorted(by_steps["steps"].unique())
+    ax.set(xscale="log", xlabel="sampling steps", ylabel="mean rank (1 = Pareto-optimal)",
+           title="rank versus sampling steps")
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.invert_yaxis()
+    ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colour, lw=2, label=family) for family, colour in colours.items()]
+    ax.legend(handles=handles, fontsize=7, loc="lower left")
+    return _save(plt, fig, out)
+
+
+# ---- grid results: the report ---------------------------------------------------------------------------
+
+
+def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", table2_weights: str = "ema",
+                 curve_guidance_value: float | None = None, curve_weights: str = "ema",
+                 stability_draws: int = 200) -> dict:
+    """Every table and figure of a grid, from its long-form metrics table alone, into ``out_dir``:
+    table1.csv, table2.csv, tables.md, tables.tex, figure3.png, rank_vs_steps.png, densities.png,
+    compare_paper.md / .json and README.md (which shows them, with the sample grids found in samples/)."""
+    import json
+
+    from trajbench.metrics.ranking import bootstrap_rank_stability
+    from trajbench.paper import compare, format_comparison
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from trajbench.evaluate import SamplerSetting
+
+    t2_label = SamplerSetting.parse(table2_setting).label
+    ranks = table1(metrics)
+    best_two = table1_two_best(ranks)
+    per_step = table2(metrics, t2_label, table2_weights)
+    ranks.to_csv(out / "table1.csv", index=False, float_format="%.4f")
+    per_step.to_csv(out / "table2.csv", index=False, float_format="%.4f")
+    stability = bootstrap_rank_stability(metrics, draws=stability_draws)
+    seeds = seed_agreement(metrics)
+    comparison = compare(ranks.drop(columns="family"), metrics)
+    (out / "compare_paper.md").write_text(format_comparison(comparison))
+    (out / "compare_paper.json").write_text(json.dumps(
+        {"table": comparison["table"].to_dict("records"), "correlations": comparison["correlations"].to_dict("records"),
+         "findings": comparison["findings"]}, indent=1, default=float))
+
+    sections = [("Table 1: average rank (non-dominated sorting on CLIP up, FID down)", ranks),
+                ("Table 1, the paper's view: the two best variants per family", best_two),
+                (f"Table 2: CLIP score and FID at {t2_label} ({table2_weights} weights)", per_step),
+                ("Rank stability: rank_all under resampling of every metric within its CI", stability)]
+    (out / "tables.md").write_text("\n\n".join(f"### {title}\n\n{to_markdown(t)}" for title, t in sections) + "\n")
+    (out / "tables.tex").write_text("\n\n".join(to_latex(t, caption=title) for title, t in sections))
+
+    guidance = curve_guidance(metrics, curve_guidance_value)
+    figures = {"figure3.png": plot_metric_vs_steps(metrics, out / "figure3.png", guidance=guidance,
+                                                   weights=curve_weights),
+               "rank_vs_steps.png": plot_rank_vs_steps(metrics, out / "rank_vs_steps.png"),
+               "densities.png": plot_densities(list(ranks["variant"][:12]), out / "densities.png")}
+    grids = sorted((out / "samples").rglob("*.png")) if (out / "samples").exists() else []
+
+    settings = metrics.groupby(["dataset", "weights", "setting"]).ngroups
+    lines = [f"# Results: {name}", "",
+             f"{metrics['variant'].nunique()} variants, {metrics['dataset'].nunique()} dataset(s), "
+             f"{metrics['seed'].nunique()} seed(s), {settings} ranking settings (dataset x weights x sampler "
+             f"setting). Regenerate everything here with `trajbench report` from `metrics.csv`.", ""]
+    for title, table in sections:
+        lines += [f"## {title}", "", to_markdown(table), ""]
+    lines += [f"Mean Kendall tau between the point ranking and the resampled rankings: "
+              f"{stability.attrs['kendall_tau']:.3f}.", ""]
+    if seeds:
+        lines += ["Kendall tau of rank_all between seeds: "
+                  + ", ".join(f"{pair}: {tau:.3f}" for pair, tau in seeds.items()) + ".", ""]
+    lines += [format_comparison(comparison).replace("## ", "## Paper: ", 1), "## Figures", ""]
+    lines += [f"![{f}]({f})" for f in figures] + [""]
+    if grids:
+        lines += ["## Sample grids", ""] + [f"![{g.relative_to(out)}]({g.relative_to(out).as_posix()})"
+                                             for g in grids] + [""]
+    (out / "README.md").write_text("\n".join(lines))
+    return {"table1": ranks, "table2": per_step, "stability": stability, "comparison": comparison,
+            "figures": list(figures)}

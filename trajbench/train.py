@@ -35,6 +35,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from trajbench import formulations
+from trajbench.files import write_json_atomic, write_text_atomic
 from trajbench.formulations import Formulation
 
 VALIDATION_TIMES = tuple((k + 0.5) / 8 for k in range(8))
@@ -142,14 +143,20 @@ def build_text_encoders(config: TrainConfig):
     return TextEncoders(TextConfig(drop_probs=probs))
 
 
-def build_model(config: TrainConfig, text_encoders):
-    from trajbench.models.mmdit import MMDiT, MMDiTConfig
+def model_config(config: TrainConfig):
+    """The :class:`MMDiTConfig` of a run (text sizes from its text encoders' config)."""
+    from trajbench.models.mmdit import MMDiTConfig
 
-    model_config = MMDiTConfig(
+    return MMDiTConfig(
         depth=config.depth, width=config.width or None, heads=config.heads or None, patch_size=config.patch_size,
-        image_size=config.resolution, channels=3, dtype=config.dtype, **text_encoders.model_kwargs(),
+        image_size=config.resolution, channels=3, dtype=config.dtype, **build_text_encoders(config).model_kwargs(),
     )
-    return MMDiT(model_config)
+
+
+def build_model(config: TrainConfig):
+    from trajbench.models.mmdit import MMDiT
+
+    return MMDiT(model_config(config))
 
 
 def load_split(dataset, text_encoders, split: str, count: int) -> dict[str, np.ndarray]:
@@ -196,7 +203,7 @@ class Trainer:
         self.config = config
         self.formulation: Formulation = formulations.get(config.formulation)
         self.text_encoders = build_text_encoders(config)
-        self.model = build_model(config, self.text_encoders)
+        self.model = build_model(config)
         self.optimizer = make_optimizer(config)
         self.mesh = data_mesh()
         self.replicated = NamedSharding(self.mesh, P())
@@ -295,9 +302,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _check_config(out: Path, config: TrainConfig) -> None:
@@ -314,7 +319,7 @@ def _check_config(out: Path, config: TrainConfig) -> None:
                            f"choose another --out or delete it")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"config": wanted, "versions": package_versions()}, indent=1))
+        write_json_atomic(path, {"config": wanted, "versions": package_versions()})
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, stop_after: int | None = None) -> dict:
@@ -385,7 +390,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
                             {"params": state["params"], "ema": state["ema"]}))
                         best_manager.wait_until_finished()
                     if is_main:
-                        (out / "best.json").write_text(json.dumps(best, indent=1))
+                        write_json_atomic(out / "best.json", best)
             if is_main:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -409,7 +414,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
     summary = {"complete": True, "step": config.steps, "final_loss": _last_logged_loss(out / "metrics.jsonl"),
                "best": best, "wall_seconds": wall_before + time.time() - started}
     if is_main:
-        (out / "done.json").write_text(json.dumps(summary, indent=1))
+        write_json_atomic(out / "done.json", summary)
     return summary
 
 

@@ -26,8 +26,9 @@ The ``.npz`` keys are the torch state-dict names (``Conv2d_1a_3x3.conv.weight`` 
 read directly when torch happens to be installed.  Usage::
 
     inception = load_inception("inception.npz")
-    feats = inception(images)                      # [N, 2048] float64
-    fid = inception_fid(generated, reference, inception)
+    feats = inception(images)                      # [N, 2048] float64 pool3 features
+    fid = inception_fid(generated, reference, inception)   # reference: images or cached (mu, sigma)
+    inception.layer_output(images, "Conv2d_1a_3x3")        # any intermediate layer (NHWC), for checks
 
 :func:`save_random_inception_weights` writes a file of the right layout with random weights, to check a
 setup end to end (its features are meaningless as FID features).
@@ -238,9 +239,12 @@ FID_INCEPTION_LAYERS = (
 )
 """The FID Inception-v3 trunk, in order (followed by the global average pool giving the features)."""
 
-LAYER_NAMES = ("resize", *(name for name, _, _ in FID_INCEPTION_LAYERS), "pool3")
-"""Names accepted by ``upto`` / :meth:`InceptionFeatures.layer_output`: ``"resize"`` is the 299x299 input,
-``"pool3"`` the features."""
+LAYER_NAMES = ("resize", *(name for name, _, _ in FID_INCEPTION_LAYERS))
+"""Names accepted by ``upto`` / :meth:`InceptionFeatures.layer_output` (``"resize"``: the 299x299 input)."""
+
+FEATURE_LAYER_BY_DIMS = {64: "maxpool1", 192: "maxpool2", 768: "Mixed_6e", FEATURE_DIM: "Mixed_7c"}
+"""pytorch-fid's ``--dims`` choices: the features are the spatial average of this layer's output (2048: the
+standard pool3 features; the smaller ones are sometimes used when there are few samples)."""
 
 
 def resize_for_inception(images):
@@ -251,8 +255,8 @@ def resize_for_inception(images):
 
 
 class FIDInceptionV3(nn.Module):
-    """Images ``[N, H, W, 3]`` in [-1, 1] -> pool3 features ``[N, 2048]`` (or, with ``upto``, the output of
-    the named layer of :data:`LAYER_NAMES`)."""
+    """Images ``[N, H, W, 3]`` in [-1, 1] -> pool3 features ``[N, 2048]`` (or, with ``upto``, the NHWC output
+    of the named layer of :data:`LAYER_NAMES`, computing only the layers up to it)."""
 
     @nn.compact
     def __call__(self, images, upto: str | None = None):
@@ -269,11 +273,12 @@ class FIDInceptionV3(nn.Module):
 _MODEL = FIDInceptionV3()
 
 
-@functools.partial(jax.jit, static_argnames="upto")
-def _apply(variables, images, upto=None):
-    """The jit-compiled forward pass (one module-level function, so every loaded network shares its
-    compilations)."""
-    return _MODEL.apply(variables, images, upto=upto)
+@functools.partial(jax.jit, static_argnames=("upto", "spatial_mean"))
+def _apply(variables, images, upto=None, spatial_mean=False):
+    """The jit-compiled forward pass up to layer ``upto``, optionally averaged over space (module level, so
+    every loaded network shares its compilations)."""
+    out = _MODEL.apply(variables, images, upto=upto)
+    return jnp.mean(out, axis=(1, 2)) if spatial_mean else out
 
 
 # =================================================================================================
@@ -391,7 +396,7 @@ def check_state_dict(state: dict, source="weights") -> None:
         raise InceptionWeightsError(f"{source}: {len(bad)} Inception weights are not finite floats (first: "
                                     f"{bad[0]}); {_SUPPLY}")
     fc = state.get("fc.weight")
-    if any(key.startswith("AuxLogits.") for key in state) or (fc is not None and np.shape(fc)[0] == 1000):
+    if any(key.startswith("AuxLogits.") for key in state) or (fc is not None and np.shape(fc)[:1] == (1000,)):
         warnings.warn(f"{source} looks like torchvision's ImageNet Inception-v3, not the FID Inception "
                       "(pt_inception-2015-12-05): its FIDs are not comparable with published ones", stacklevel=3)
     extra = [key for key in state if key not in expected and not _ignored(key) and not key.startswith("AuxLogits.")]
@@ -437,21 +442,27 @@ class InceptionFeatures:
     def __repr__(self) -> str:
         return f"InceptionFeatures({self.source!r})"
 
-    def __call__(self, images, batch_size: int = 64) -> np.ndarray:
-        """Pool3 features (float64 ``[N, 2048]``) of float images ``[N, H, W, 3]`` in [-1, 1], any size,
-        computed ``batch_size`` images at a time (one compilation per image size and batch size)."""
-        return self.layer_output(images, "pool3", batch_size=batch_size).astype(np.float64)
+    def __call__(self, images, batch_size: int = 64, *, dims: int = FEATURE_DIM) -> np.ndarray:
+        """Features (float64 ``[N, dims]``) of float images ``[N, H, W, 3]`` in [-1, 1], any size, computed
+        ``batch_size`` images at a time (one compilation per image size, batch size and ``dims``).
+        ``dims=2048``: the pool3 features FID uses; 64 / 192 / 768 as pytorch-fid's ``--dims``."""
+        if dims not in FEATURE_LAYER_BY_DIMS:
+            raise ValueError(f"dims must be one of {sorted(FEATURE_LAYER_BY_DIMS)} (as pytorch-fid), got {dims!r}")
+        return self._run(images, FEATURE_LAYER_BY_DIMS[dims], batch_size, spatial_mean=True).astype(np.float64)
 
     def layer_output(self, images, layer: str, batch_size: int = 64) -> np.ndarray:
         """Output (float32, NHWC) of the named layer of :data:`LAYER_NAMES` -- e.g. ``"Conv2d_1a_3x3"`` (after
         its ReLU) or ``"resize"`` (the 299x299 network input); only the layers up to it are computed."""
         if layer not in LAYER_NAMES:
             raise ValueError(f"unknown layer {layer!r}; choose one of {', '.join(LAYER_NAMES)}")
+        return self._run(images, layer, batch_size, spatial_mean=False)
+
+    def _run(self, images, layer: str, batch_size: int, spatial_mean: bool) -> np.ndarray:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         x = _check_images(images)
-        upto = None if layer == "pool3" else layer
-        return batched(functools.partial(_apply, upto=upto), self.variables, x, int(batch_size))
+        forward = functools.partial(_apply, upto=layer, spatial_mean=spatial_mean)
+        return batched(forward, self.variables, x, int(batch_size))
 
 
 def load_inception(path) -> InceptionFeatures:
@@ -463,13 +474,15 @@ def load_inception(path) -> InceptionFeatures:
     return InceptionFeatures(state_dict_to_variables(state), source=str(path))
 
 
-def inception_fid(images_a, images_b, inception: InceptionFeatures, *, batch_size: int = 64) -> float:
-    """FID between two image sets ``[N, H, W, 3]`` in [-1, 1] on ``inception``'s pool3 features
-    (:func:`trajbench.metrics.stats.frechet_distance`).  Either set may instead be precomputed
-    ``(mu, sigma)`` statistics (e.g. a cached reference set)."""
+def inception_fid(images_a, images_b, inception: InceptionFeatures, *, dims: int = FEATURE_DIM,
+                  batch_size: int = 64) -> float:
+    """FID between two image sets ``[N, H, W, 3]`` in [-1, 1] on ``inception``'s features (pool3 for the
+    default ``dims=2048``), by :func:`trajbench.metrics.stats.frechet_distance`.  Either set may instead be
+    precomputed ``(mu, sigma)`` statistics (e.g. a cached reference set).  The 2048x2048 matrix square root
+    takes tens of seconds on a small CPU."""
 
     def side(images):
-        return tuple(images) if isinstance(images, tuple) else inception(images, batch_size=batch_size)
+        return tuple(images) if isinstance(images, tuple) else inception(images, batch_size, dims=dims)
 
     return frechet_distance(side(images_a), side(images_b))
 

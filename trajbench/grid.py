@@ -1,0 +1,323 @@
+"""Run an experiment grid: every cell (variant x dataset x seed) trains once, is scored once, and lands in one
+tidy table.
+
+Layout under ``RESULTS/<spec name>/``::
+
+    spec.json                 the resolved spec of the first run; a later run with another recipe is refused
+    cells/<cell key>/run/     the training run (trajbench.train: resumable orbax checkpoints)
+    cells/<cell key>/eval/    one JSON per (weights, sampler setting), written as each is scored
+    cells/<cell key>/done.json | failed.json | running.json
+    samples/<cell key>.png    a sample grid with its prompts
+    metrics.csv, .parquet     the long-form table: one row per (cell, weights, setting, metric)
+
+Resuming: a done cell is skipped; a partial cell resumes its training from the last checkpoint and scores only
+the settings it has not scored. Every file is written whole or not at all, so a kill at any moment loses at most
+the work since the last checkpoint or scored setting. A cell that raises (a diverged loss, a crash) is recorded
+in ``failed.json`` with its reason and the grid goes on; ``--retry-failed`` runs it again.
+
+Sharding: worker i of n runs the cells whose index in :meth:`ExperimentSpec.cells` is i modulo n, so two
+workers never write the same cell; each worker is an independent process using its own devices. The worker
+with no shard (n = 1), or ``trajbench grid collect``, writes ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from trajbench.files import write_json_atomic
+from trajbench.spec import Cell, ExperimentSpec, SpecError
+
+METRIC_COLUMNS = ("spec", "variant", "family", "dataset", "seed", "weights", "setting", "steps", "guidance",
+                  "sampler", "coordinates", "nfe", "metric", "value", "ci_low", "ci_high", "samples",
+                  "train_step", "train_seconds", "sample_seconds", "versions")
+TIMING_COLUMNS = ("train_seconds", "sample_seconds")
+"""Wall times: the only columns that differ between two runs of the same spec on the same machine."""
+
+
+class GridLayout:
+    """Where a spec's files live."""
+
+    def __init__(self, spec: ExperimentSpec, results: str | Path = "results"):
+        self.spec = spec
+        self.root = Path(results) / spec.name
+
+    def cell_dir(self, cell: Cell) -> Path:
+        return self.root / "cells" / cell.key
+
+    def sample_grid(self, cell: Cell) -> Path:
+        return self.root / "samples" / f"{cell.key}.png"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.root / "metrics.csv"
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n); ``"auto"`` reads the worker's index and count from the environment
+    (TRAJBENCH_SHARD=i/n, else SLURM_PROCID / SLURM_NTASKS, else JAX_PROCESS_ID / JAX_NUM_PROCESSES); None -> (0, 1)."""
+    if text is None:
+        return 0, 1
+    if text == "auto":
+        env = os.environ
+        if env.get("TRAJBENCH_SHARD"):
+            return parse_shard(env["TRAJBENCH_SHARD"])
+        for index, count in (("SLURM_PROCID", "SLURM_NTASKS"), ("JAX_PROCESS_ID", "JAX_NUM_PROCESSES")):
+            if env.get(index) and env.get(count):
+                return parse_shard(f"{env[index]}/{env[count]}")
+        return 0, 1
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise SpecError(f"--shard {text!r}: expected i/n with 0 <= i < n (e.g. 0/4), or auto")
+    return int(index), int(count)
+
+
+def shard_cells(spec: ExperimentSpec, shard: tuple[int, int]) -> list[Cell]:
+    index, count = shard
+    return [cell for k, cell in enumerate(spec.cells()) if k % count == index]
+
+
+# ---- cell state ---------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_holder(folder: Path) -> dict | None:
+    """The live worker running this cell, if any (a lock left by a killed worker on this host is stale)."""
+    try:
+        lock = json.loads((folder / "running.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if lock.get("host") == socket.gethostname() and not _pid_alive(int(lock.get("pid", -1))):
+        return None
+    return lock
+
+
+def cell_state(layout: GridLayout, cell: Cell) -> str:
+    """done | failed | running | partial (started, not finished, no live worker) | pending."""
+    folder = layout.cell_dir(cell)
+    if (folder / "done.json").exists():
+        return "done"
+    if (folder / "failed.json").exists():
+        return "failed"
+    if _lock_holder(folder) is not None:
+        return "running"
+    return "partial" if folder.exists() else "pending"
+
+
+def _acquire(folder: Path) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = _lock_holder(folder)
+    if holder is not None and holder.get("pid") != os.getpid():
+        return False
+    write_json_atomic(folder / "running.json", {"pid": os.getpid(), "host": socket.gethostname(),
+                                                "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return True
+
+
+def _eval_file(folder: Path, weights: str, label: str) -> Path:
+    return folder / "eval" / f"{weights}-{label.replace('/', '-')}.json"
+
+
+def read_eval_rows(folder: Path) -> list[dict]:
+    rows = []
+    for path in sorted((folder / "eval").glob("*.json")):
+        try:
+            rows.append(json.loads(path.read_text()))
+        except json.JSONDecodeError:  # cannot happen with atomic writes; treat as not scored
+            path.unlink()
+    return rows
+
+
+# ---- running ------------------------------------------------------------------------------------------
+
+
+def check_recipe(layout: GridLayout) -> None:
+    """Refuse to mix results of two recipes in one folder; record the recipe on the first run."""
+    path = layout.root / "spec.json"
+    spec = layout.spec
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("recipe") != spec.recipe():
+            changed = sorted(k for part in ("train", "eval")
+                             for k in set(stored.get("recipe", {}).get(part, {})) | set(spec.recipe()[part])
+                             if stored.get("recipe", {}).get(part, {}).get(k) != spec.recipe()[part].get(k))
+            raise SpecError(f"{layout.root} holds results of another recipe (changed: {', '.join(changed)}); "
+                            f"use --results DIR or --set name=NEW_NAME")
+    write_json_atomic(path, {"spec": spec.to_dict(), "recipe": spec.recipe()})
+
+
+def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
+    """Train, score every (weights, setting) not yet scored, draw the sample grid; returns the done record."""
+    from trajbench.evaluate import evaluate_run
+    from trajbench.train import train
+
+    folder = layout.cell_dir(cell)
+    started = time.time()
+    summary = train(spec.train_config(cell), folder / "run", progress=False)
+    ev = spec.eval
+    scored = {(row["weights"], row["setting"]) for row in read_eval_rows(folder)}
+    wanted = {(w, s.label) for w in ev.weights for s in map(_setting, ev.settings)}
+    if wanted - scored:
+        evaluate_run(folder / "run", ev.settings, weights=ev.weights, num_samples=ev.samples,
+                     checkpoint=ev.checkpoint, seed=ev.seed, n_boot=ev.n_boot,
+                     evaluator_config=dict(ev.evaluator) or None, geneval_config=dict(ev.geneval) or None,
+                     skip=scored,
+                     progress=lambda row: write_json_atomic(_eval_file(folder, row["weights"], row["setting"]), row))
+    if ev.grid_images and not layout.sample_grid(cell).exists():
+        write_sample_grid(spec, cell, layout)
+    record = {"cell": cell.key, "train_seconds": summary.get("wall_seconds"),
+              "seconds_this_session": round(time.time() - started, 2), "best": summary.get("best")}
+    write_json_atomic(folder / "done.json", record)
+    return record
+
+
+def _setting(text: str):
+    from trajbench.evaluate import SamplerSetting
+
+    return SamplerSetting.parse(text)
+
+
+def write_sample_grid(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> Path:
+    """The first ``grid_images`` validation prompts, sampled with ``grid_setting`` and EMA weights."""
+    from trajbench.data import get_dataset
+    from trajbench.data.preview import write_image_grid
+    from trajbench.evaluate import generate_images
+    from trajbench.train import load_run
+
+    run = load_run(layout.cell_dir(cell) / "run", spec.eval.checkpoint)
+    dataset = get_dataset(cell.dataset, resolution=run.config.resolution, seed=run.config.seed)
+    captions = dataset.captions("val", np.arange(spec.eval.grid_images))
+    tokens, pooled = run.text_encoders.encode(captions)
+    setting = _setting(spec.eval.grid_setting)
+    images, _ = generate_images(run, "ema", setting, tokens, pooled, seed=spec.eval.seed)
+    path = layout.sample_grid(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    write_image_grid(images, captions, tmp, title=f"{cell.variant} ({cell.dataset}), {setting.label}, EMA")
+    os.replace(tmp, path)
+    return path
+
+
+def run_grid(spec: ExperimentSpec, results: str | Path = "results", *, shard: tuple[int, int] = (0, 1),
+             retry_failed: bool = False, progress: bool = True, log=print) -> dict:
+    """Run this worker's cells (skipping done ones, and failed ones unless ``retry_failed``); isolate failures.
+    Returns ``{state: count}`` over this worker's cells. With no sharding, also writes ``metrics.csv``."""
+    from tqdm.auto import tqdm
+
+    layout = GridLayout(spec, results)
+    check_recipe(layout)
+    mine = shard_cells(spec, shard)
+    todo = [c for c in mine if cell_state(layout, c) not in ("done",) + (() if retry_failed else ("failed",))]
+    log(f"{spec.name}: {len(mine)} cells for shard {shard[0]}/{shard[1]}, {len(mine) - len(todo)} already "
+        f"finished, {len(todo)} to run")
+    bar = tqdm(todo, desc=spec.name, unit="cell", disable=not progress)
+    for cell in bar:
+        folder = layout.cell_dir(cell)
+        bar.set_postfix_str(f"{cell.variant} / {cell.dataset} / seed {cell.seed}")
+        if not _acquire(folder):
+            log(f"skip {cell.key}: another worker is running it")
+            continue
+        try:
+            (folder / "failed.json").unlink(missing_ok=True)
+            run_cell(spec, cell, layout)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # isolate the cell: record why and go on
+            reason = f"{type(error).__name__}: {error}".splitlines()[0]
+            write_json_atomic(folder / "failed.json", {"cell": cell.key, "reason": reason,
+                                                       "traceback": traceback.format_exc()})
+            log(f"FAILED {cell.key}: {reason}")
+        finally:
+            (folder / "running.json").unlink(missing_ok=True)
+    bar.close()
+    counts = grid_status(spec, results, cells=mine)["counts"]
+    if shard[1] == 1:
+        table = collect(spec, results)
+        log(f"wrote {layout.metrics_csv} ({len(table)} rows)")
+    return counts
+
+
+def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=None) -> dict:
+    """``{"counts": {state: n}, "cells": [{cell, state, reason?}]}``."""
+    layout = GridLayout(spec, results)
+    rows = []
+    for cell in cells if cells is not None else spec.cells():
+        state = cell_state(layout, cell)
+        row = {"variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, "state": state}
+        if state == "failed":
+            row["reason"] = json.loads((layout.cell_dir(cell) / "failed.json").read_text())["reason"]
+        rows.append(row)
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "partial", "pending")}
+    return {"counts": counts, "cells": rows}
+
+
+# ---- the results table --------------------------------------------------------------------------------
+
+
+def metric_rows(spec: ExperimentSpec, cell: Cell, row: dict, done: dict, versions: str) -> list[dict]:
+    """The long-form rows of one scored (weights, setting): fid, kid, clip_score, geneval_<category>."""
+    from trajbench import formulations
+
+    base = {"spec": spec.name, "variant": cell.variant, "family": formulations.family_of(cell.variant),
+            "dataset": cell.dataset, "seed": cell.seed, "weights": row["weights"], "setting": row["setting"],
+            "steps": row["steps"], "guidance": row["guidance"], "sampler": row["solver"],
+            "coordinates": row["coordinates"], "nfe": row["nfe"], "samples": row["samples"],
+            "train_step": row["checkpoint_step"], "train_seconds": done.get("train_seconds"),
+            "sample_seconds": row["sample_seconds"], "versions": versions}
+    values = [(m, row[m], row[f"{m}_ci"]) for m in ("fid", "kid", "clip_score")]
+    values += [(f"geneval_{k}", v, row["geneval_ci"][k]) for k, v in row.get("geneval", {}).items()]
+    return [{**base, "metric": m, "value": v, "ci_low": ci[0], "ci_high": ci[1]} for m, v, ci in values]
+
+
+def collect(spec: ExperimentSpec, results: str | Path = "results") -> pd.DataFrame:
+    """Assemble ``metrics.csv`` and ``metrics.parquet`` from every done cell, in the spec's cell order."""
+    layout = GridLayout(spec, results)
+    order = {(w, _setting(s).label): i for i, (w, s) in
+             enumerate((w, s) for w in spec.eval.weights for s in spec.eval.settings)}
+    records = []
+    for cell in spec.cells():
+        folder = layout.cell_dir(cell)
+        if not (folder / "done.json").exists():
+            continue
+        done = json.loads((folder / "done.json").read_text())
+        versions = json.loads((folder / "run" / "config.json").read_text()).get("versions", {})
+        versions = " ".join(f"{k}={v}" for k, v in sorted(versions.items()))
+        rows = [r for r in read_eval_rows(folder) if (r["weights"], r["setting"]) in order]
+        for row in sorted(rows, key=lambda r: order[(r["weights"], r["setting"])]):
+            records += metric_rows(spec, cell, row, done, versions)
+    table = pd.DataFrame.from_records(records, columns=list(METRIC_COLUMNS))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    for path, write in ((layout.metrics_csv, lambda p: table.to_csv(p, index=False)),
+                        (layout.root / "metrics.parquet", lambda p: table.to_parquet(p, index=False))):
+        tmp = path.with_name(f".tmp-{path.name}")
+        write(tmp)
+        os.replace(tmp, path)
+    return table
+
+
+def read_metrics(path: str | Path) -> pd.DataFrame:
+    """Read a ``metrics.csv`` (or ``.parquet``) and check it has the long-form columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `trajbench grid run SPEC` (or `grid collect SPEC`) first")
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    missing = [c for c in METRIC_COLUMNS if c not in table]
+    if missing:
+        raise SpecError(f"{path} lacks the column(s) {', '.join(missing)}; regenerate it with `trajbench grid collect`")
+    return table

@@ -1,0 +1,75 @@
+"""Machine speed and cost estimates: the fp32 matmul peak of this machine, and the FLOPs of training and
+sampling an MMDiT, so a grid can say how long it will take before it starts."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import numpy as np
+
+TRAIN_EFFICIENCY = 0.12
+"""Fraction of the matmul peak that a small-model training step reaches on a CPU (measured for the smoke and
+quick presets on a 2-core machine; small matrices and the optimizer keep it well below the peak)."""
+SAMPLE_EFFICIENCY = 0.12
+COMPILE_SECONDS = 25.0  # per cell: the train step, validation, and each sampler program (cold cache)
+EVALUATOR_SECONDS = 90.0  # training one evaluator network, once per dataset (then cached)
+
+
+@lru_cache(maxsize=None)
+def matmul_peak_flops(size: int = 1024, seconds: float = 0.5) -> float:
+    """Measured fp32 FLOP/s of a jitted ``size x size`` matrix product on the default device (best of runs)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    product = jax.jit(lambda x: x @ x)
+    product(a).block_until_ready()
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        product(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def train_flops(train_config) -> float:
+    """FLOPs of a whole training run: 3 x forward FLOPs x batch x steps."""
+    from trajbench.models.mmdit import forward_flops
+    from trajbench.train import model_config
+
+    return 3.0 * forward_flops(model_config(train_config)) * train_config.batch_size * train_config.steps
+
+
+def sample_flops(train_config, settings, weights: int, samples: int) -> float:
+    """FLOPs of scoring one run: forward FLOPs x network evaluations, over settings and weight sets."""
+    from trajbench.evaluate import SamplerSetting
+    from trajbench.models.mmdit import forward_flops
+    from trajbench.train import model_config
+
+    per_image = forward_flops(model_config(train_config))
+    total = 0.0
+    for text in settings:
+        setting = SamplerSetting.parse(text)
+        nfe = {"euler": setting.steps, "heun": 2 * setting.steps - 1}.get(setting.solver, 6 * setting.steps)
+        total += per_image * nfe * (2 if setting.guidance != 1.0 else 1) * samples
+    return total * weights
+
+
+def estimate_grid_seconds(spec, cells=None) -> dict:
+    """A rough wall-time estimate of running ``cells`` (default: all) of a spec on this machine."""
+    cells = spec.cells() if cells is None else cells
+    peak = matmul_peak_flops()
+    train = sum(train_flops(spec.train_config(c)) for c in cells) / (peak * TRAIN_EFFICIENCY)
+    sample = sum(sample_flops(spec.train_config(c), spec.eval.settings, len(spec.eval.weights), spec.eval.samples)
+                 for c in cells) / (peak * SAMPLE_EFFICIENCY)
+    overhead = COMPILE_SECONDS * len(cells) + EVALUATOR_SECONDS * len({c.dataset for c in cells})
+    return {"cells": len(cells), "matmul_peak_gflops": round(peak / 1e9, 1), "train_seconds": round(train),
+            "sample_seconds": round(sample), "overhead_seconds": round(overhead),
+            "total_seconds": round(train + sample + overhead)}
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(np.ceil(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

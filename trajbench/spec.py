@@ -1,0 +1,280 @@
+"""Experiment specs: a TOML file naming variants, datasets, seeds, the training recipe and the evaluation.
+
+A spec expands into cells (variant x dataset x seed); every cell trains with the same recipe and is scored
+with the same sampler settings, so the cells of a spec are comparable. Example (``experiments/smoke.toml``)::
+
+    name = "smoke"
+    variants = ["rf/lognorm(0.00, 1.00)", "eps/linear"]
+    datasets = ["synth-imagenet"]
+    seeds = [0]
+
+    [train]                # a preset of trajbench.train.PRESETS, then any TrainConfig field
+    preset = "smoke"
+    steps = 60
+
+    [eval]                 # see EvalSpec
+    settings = ["5x2.0", "10x2.0"]
+    samples = 64
+
+Variants are exact names (``"rf/lognorm(0.50, 0.60)"``), a family with parameters (``"rf/lognorm"``: its
+variants in the paper), a glob over registered names (``"edm(-1.20, *)"``), or a set: ``"paper"`` (the SD3 paper's 61),
+``"table1"`` (the 16 rows of its Table 1), ``"extras"``. ``--set key=value`` overrides any field, with
+dotted keys for tables (``train.steps=200``, ``eval.samples=64``) and TOML values (``seeds=[0, 1, 2]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trajbench import formulations
+
+TOP_LEVEL = ("name", "description", "variants", "datasets", "seeds", "train", "eval", "report", "grid")
+
+
+class SpecError(Exception):
+    """A spec that cannot be used: one line naming the field, the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """How every cell is scored (see :func:`trajbench.evaluate.evaluate_run`)."""
+
+    settings: tuple[str, ...] = ("5x2.0", "25x2.0", "50x2.0")  # STEPSxGUIDANCE[/SOLVER]
+    weights: tuple[str, ...] = ("ema", "raw")
+    samples: int = 256  # generated images per setting (one per validation prompt)
+    n_boot: int = 200  # bootstrap replicates per confidence interval
+    checkpoint: str = "best"  # the step with the lowest EMA validation loss, as the paper does
+    seed: int = 0  # sampling noise
+    evaluator: dict = field(default_factory=dict)  # overrides of the CLIP-style evaluator's config
+    geneval: dict = field(default_factory=dict)  # overrides of the GenEval classifier's config
+    grid_images: int = 8  # prompts in each cell's sample grid (0: none)
+    grid_setting: str = "25x2.0"  # sampler setting of the sample grids (EMA weights)
+
+
+@dataclass(frozen=True)
+class ReportSpec:
+    """What the report shows: Table 2's sampler setting and weights, the guidance of the step curves."""
+
+    table2_setting: str = "25x2.0"
+    table2_weights: str = "ema"
+    curve_guidance: float | None = None  # None: the most common guidance among the settings
+    curve_weights: str = "ema"
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """How cells are run: ``multivariant`` trains cells that differ only in their formulation's parameters
+    together in one compiled program (up to ``max_stack`` at a time)."""
+
+    multivariant: bool = False
+    max_stack: int = 16
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid and its evaluation."""
+
+    variant: str
+    dataset: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """A folder-safe unique path: ``dataset/variant-slug/seed-N``."""
+        return f"{self.dataset.replace(':', '_').replace('/', '_')}/{variant_slug(self.variant)}/seed-{self.seed}"
+
+
+def variant_slug(name: str) -> str:
+    """``rf/lognorm(0.00, 1.00)+shift(3.00)`` -> ``rf_lognorm_0.00_1.00+shift_3.00``."""
+    out = []
+    for ch in name:
+        out.append(ch if ch.isalnum() or ch in ".+-" else "_")
+    return "_".join(part for part in "".join(out).split("_") if part)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    name: str
+    variants: tuple[str, ...]
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    train: dict
+    eval: EvalSpec
+    report: ReportSpec
+    grid: GridSpec
+    description: str = ""
+    source: str = ""
+
+    def cells(self) -> list[Cell]:
+        """Every cell, in a fixed order: dataset, then variant, then seed."""
+        return [Cell(v, d, s) for d in self.datasets for v in self.variants for s in self.seeds]
+
+    def train_config(self, cell: Cell):
+        """The resolved :class:`trajbench.train.TrainConfig` of a cell."""
+        from trajbench.train import resolve_config
+
+        values = {k: v for k, v in self.train.items() if k != "preset"}
+        return resolve_config(self.train.get("preset"), formulation=cell.variant, dataset=cell.dataset,
+                              seed=cell.seed, **values)
+
+    def recipe(self) -> dict:
+        """What every cell's numbers depend on besides its own (variant, dataset, seed)."""
+        return {"train": dict(self.train), "eval": _plain(dataclasses.asdict(self.eval))}
+
+    def to_dict(self) -> dict:
+        return _plain({"name": self.name, "description": self.description, "variants": self.variants,
+                       "datasets": self.datasets, "seeds": self.seeds, "train": self.train,
+                       "eval": dataclasses.asdict(self.eval), "report": dataclasses.asdict(self.report),
+                       "grid": dataclasses.asdict(self.grid)})
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---- variant selection --------------------------------------------------------------------------------
+
+
+def table1_variants() -> list[str]:
+    """The 16 variants of the paper's Table 1, in its order."""
+    from trajbench.reference import paper_table1
+
+    return list(paper_table1()["variant"])
+
+
+def resolve_variants(patterns) -> list[str]:
+    """Expand names, families, globs and sets into canonical names, in order, without duplicates."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    registered = formulations.names()
+    sets = {"paper": formulations.sd3_variants, "table1": table1_variants,
+            "extras": lambda: [n for n in registered if n not in formulations.sd3_variants()]}
+    chosen: list[str] = []
+    for pattern in patterns:
+        pattern = str(pattern).strip()
+        if pattern in sets:
+            found = sets[pattern]()
+        elif any(ch in pattern for ch in "*?["):
+            found = [n for n in registered if fnmatch.fnmatchcase(n, pattern)]
+            if not found:
+                raise SpecError(f"variant pattern {pattern!r} matches no registered formulation; "
+                                f"see `trajbench list`")
+        elif pattern in formulations.FAMILIES and "(" not in pattern and _family_has_params(pattern):
+            found = [n for n in formulations.sd3_variants() if formulations.family_of(n) == pattern]
+        else:
+            found = [formulations.parse(pattern).name]  # raises FormulationError with suggestions
+        chosen += [formulations.parse(n).name for n in found]
+    return list(dict.fromkeys(chosen))
+
+
+def _family_has_params(family: str) -> bool:
+    return bool(formulations.FAMILIES[family].params)
+
+
+# ---- loading -----------------------------------------------------------------------------------------
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"train.steps=200"`` -> (["train", "steps"], 200); values are TOML, or plain text."""
+    key, sep, text = item.partition("=")
+    path = [p.strip() for p in key.split(".")]
+    if not sep or not all(path):
+        raise SpecError(f"--set {item!r}: expected key=value, e.g. train.steps=200 or seeds=[0,1]")
+    try:
+        value = tomllib.loads(f"value = {text.strip()}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return path, value
+
+
+def _apply_override(raw: dict, path: list[str], value) -> None:
+    if path[0] not in TOP_LEVEL:
+        raise SpecError(f"--set {'.'.join(path)}: unknown field {path[0]!r}; fields are {', '.join(TOP_LEVEL)}")
+    target = raw
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise SpecError(f"--set {'.'.join(path)}: {part!r} is not a table")
+    target[path[-1]] = value
+
+
+def _section(cls, raw: dict, name: str):
+    raw = dict(raw.get(name, {}))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise SpecError(f"[{name}] has unknown field(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()})
+
+
+def _as_list(raw: dict, name: str, kind) -> tuple:
+    value = raw.get(name)
+    if value is None:
+        raise SpecError(f"the spec has no {name!r}; add e.g. {name} = [...]")
+    value = value if isinstance(value, list) else [value]
+    if not value or not all(isinstance(v, kind) for v in value):
+        raise SpecError(f"{name!r} must be a non-empty list of {kind.__name__}, got {value!r}")
+    return tuple(value)
+
+
+def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
+    """Validate a parsed spec dict (from TOML) into an :class:`ExperimentSpec`."""
+    from trajbench.evaluate import SamplerSetting
+    from trajbench.train import PRESETS, RunError, TrainConfig
+
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise SpecError(f"unknown top-level field(s) {', '.join(unknown)}; fields are {', '.join(TOP_LEVEL)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name or variant_slug(name) != name:
+        raise SpecError(f"'name' must be a folder-safe string (letters, digits, . + -), got {name!r}")
+    train = dict(raw.get("train", {}))
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"formulation", "dataset", "seed"}
+    bad = sorted(set(train) - train_fields - {"preset"})
+    if bad:
+        raise SpecError(f"[train] has unknown or per-cell field(s) {', '.join(bad)}; "
+                        f"valid: preset, {', '.join(sorted(train_fields))}")
+    if "preset" in train and train["preset"] not in PRESETS:
+        raise SpecError(f"[train] preset {train['preset']!r} is unknown; presets are {', '.join(PRESETS)}")
+    evaluation = _section(EvalSpec, raw, "eval")
+    try:
+        for setting in (*evaluation.settings, evaluation.grid_setting):
+            SamplerSetting.parse(setting)
+    except RunError as error:
+        raise SpecError(f"[eval] {error}") from None
+    if not evaluation.weights or set(evaluation.weights) - {"ema", "raw"}:
+        raise SpecError(f"[eval] weights must be a subset of ['ema', 'raw'], got {list(evaluation.weights)}")
+    spec = ExperimentSpec(
+        name=name, description=str(raw.get("description", "")),
+        variants=tuple(resolve_variants(_as_list(raw, "variants", str))),
+        datasets=_as_list(raw, "datasets", str), seeds=_as_list(raw, "seeds", int), train=train,
+        eval=evaluation, report=_section(ReportSpec, raw, "report"), grid=_section(GridSpec, raw, "grid"),
+        source=source)
+    try:  # every cell's config must resolve (catches bad values such as steps = 0)
+        spec.train_config(spec.cells()[0])
+    except (RunError, TypeError) as error:
+        raise SpecError(f"[train] {error}") from None
+    return spec
+
+
+def load_spec(path: str | Path, overrides=()) -> ExperimentSpec:
+    """Read a TOML spec and apply ``key=value`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"spec file {path} not found; the shipped specs are in experiments/")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path} is not valid TOML ({error}); fix the file") from None
+    for item in overrides:
+        _apply_override(raw, *parse_override(item))
+    return build_spec(raw, source=str(path))
