@@ -240,3 +240,20 @@ def test_fid_with_ci_resamples_the_generated_set():
     assert basic["fid"] == out["fid"] and basic["ci_low"] < basic["ci_high"]
     # basic = the percentile interval reflected about the estimate
     assert basic["ci_low"] == pytest.approx(2 * out["fid"] - out["ci_high"])
+
+
+def test_bias_corrected_fid_interval_is_centred_where_the_percentile_one_is_not():
+    # few samples close to the reference: resampling inflates FID, so the percentile interval sits above it
+    rng = np.random.default_rng(14)
+    ref = correlated(rng, 2000, 16)
+    gen = correlated(rng, 40, 16)
+    percentile = fid_with_ci(gen, ref, n_boot=200)
+    corrected = fid_with_ci(gen, ref, n_boot=200, method="bias_corrected")
+    fid = percentile["fid"]
+    off_centre = {name: abs((ci["ci_low"] + ci["ci_high"]) / 2 - fid) / (ci["ci_high"] - ci["ci_low"])
+                  for name, ci in (("percentile", percentile), ("corrected", corrected))}
+    assert off_centre["percentile"] > 0.3 and off_centre["corrected"] < 0.15, off_centre
+    assert corrected["ci_low"] < fid < corrected["ci_high"]
+    # the same width, moved by the replicates' mean shift
+    width = percentile["ci_high"] - percentile["ci_low"]
+    assert corrected["ci_high"] - corrected["ci_low"] == pytest.approx(width)

@@ -373,8 +373,22 @@ def is_user_error(error: Exception) -> bool:
     return isinstance(error, user_errors)
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled XLA programs on disk (``$JAX_COMPILATION_CACHE_DIR``, else ``$TRAJBENCH_CACHE/xla``, else
+    ``~/.cache/trajbench/xla``), so the cells of a grid and a resumed run do not compile the same step again."""
+    import os
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return  # jax reads it itself
+    import jax
+
+    root = Path(os.environ.get("TRAJBENCH_CACHE") or Path.home() / ".cache" / "trajbench").expanduser()
+    jax.config.update("jax_compilation_cache_dir", str(root / "xla"))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    enable_compilation_cache()
     try:
         args.run(args)
     except Exception as error:

@@ -80,14 +80,14 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
     from trajbench.metrics import bootstrap_ci, fid_with_ci, kid, mmd2_unbiased
 
     features = evaluator.fid_features(images)
-    # "basic" intervals: a resample repeats images, which biases FID and KID upward, and the basic interval
-    # reflects that shift about the estimate (a percentile interval would lie above it)
-    fid = fid_with_ci(features, reference_features, n_boot=n_boot, seed=seed, method="basic")
+    # a resample repeats images, which biases FID and KID upward: their intervals are bias-corrected (the
+    # percentile interval, moved by the mean shift of the replicates), so they are centred on the estimate
+    fid = fid_with_ci(features, reference_features, n_boot=n_boot, seed=seed, method="bias_corrected")
     size = min(len(features), len(reference_features))
     kid_value = kid(features, reference_features, subsets=20, subset_size=size, seed=seed)
     reference_subset = reference_features[np.random.default_rng(seed).choice(len(reference_features), size, False)]
     kid_ci = bootstrap_ci(lambda g: mmd2_unbiased(g, reference_subset), features, n_boot=max(n_boot // 4, 2),
-                          seed=seed, method="basic")
+                          seed=seed, method="bias_corrected")
     clip, per_example = evaluator.clip_score(images, captions, return_per_example=True)
     scores = {
         "fid": fid["fid"], "fid_ci": [max(fid["ci_low"], 0.0), fid["ci_high"]],

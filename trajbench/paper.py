@@ -30,7 +30,7 @@ def correlations(side: pd.DataFrame) -> pd.DataFrame:
     for column in COLUMNS:
         pair = side[[f"paper_{column}", f"ours_{column}"]].dropna()
         n = len(pair)
-        if n >= 3:
+        if n >= 3 and pair.iloc[:, 0].nunique() > 1 and pair.iloc[:, 1].nunique() > 1:
             rho = float(spearmanr(pair.iloc[:, 0], pair.iloc[:, 1]).statistic)
             tau = float(kendalltau(pair.iloc[:, 0], pair.iloc[:, 1]).statistic)
         else:
@@ -74,23 +74,28 @@ def findings(ours: pd.DataFrame, metrics: pd.DataFrame | None = None) -> list[di
         + (f"; not modified-density RF: {', '.join(intruders)}" if intruders else ", all rf/lognorm, rf/mode or rf/cosmap"),
         need(eps))})
 
-    if "rank_5_steps" in ours and ours["rank_5_steps"].notna().any() and ours["rank_50_steps"].notna().any():
-        r5, r50 = _rank_of(ours, mid, "rank_5_steps"), _rank_of(ours, mid, "rank_50_steps")
-        best50, best5 = ours["rank_50_steps"].min(), ours["rank_5_steps"].min()
-        out.append({"finding": f"{mid} is best at 50 steps but not at 5 steps", **_verdict(
+    mid_finding = f"{mid} is best at 50 steps but not at 5 steps"
+    reversal = "the variants that rank best with 5 steps are not those that rank best with 50"
+    both = ours[["variant", "rank_5_steps", "rank_50_steps"]].dropna()
+    if len(both) < 2:
+        out += [{"finding": f, "held": None, "evidence": "needs 5-step and 50-step settings for at least two variants"}
+                for f in (mid_finding, reversal)]
+    else:
+        from scipy.stats import kendalltau
+
+        r5, r50 = _rank_of(both, mid, "rank_5_steps"), _rank_of(both, mid, "rank_50_steps")
+        best5, best50 = both["rank_5_steps"].min(), both["rank_50_steps"].min()
+        out.append({"finding": mid_finding, **_verdict(
             r50 <= best50 and r5 > best5,
             f"its rank at 50 steps {r50:.2f} (best {best50:.2f}), at 5 steps {r5:.2f} (best {best5:.2f})",
             need(mid))})
-        from scipy.stats import kendalltau
-
-        both = ours[["rank_5_steps", "rank_50_steps"]].dropna()
-        tau = float(kendalltau(both["rank_5_steps"], both["rank_50_steps"]).statistic) if len(both) >= 3 else np.nan
-        out.append({"finding": "the variants that rank best with 5 steps are not those that rank best with 50",
-                    **_verdict(ours.nsmallest(1, "rank_5_steps")["variant"].iloc[0]
-                               != ours.nsmallest(1, "rank_50_steps")["variant"].iloc[0],
-                               f"best at 5 steps: {ours.nsmallest(1, 'rank_5_steps')['variant'].iloc[0]}; best at "
-                               f"50 steps: {ours.nsmallest(1, 'rank_50_steps')['variant'].iloc[0]}; Kendall tau "
-                               f"between the two rank columns {tau:.2f}", [True])})
+        first5 = both[both["rank_5_steps"] == best5]["variant"].tolist()
+        first50 = both[both["rank_50_steps"] == best50]["variant"].tolist()
+        varied = both["rank_5_steps"].nunique() > 1 and both["rank_50_steps"].nunique() > 1
+        tau = float(kendalltau(both["rank_5_steps"], both["rank_50_steps"]).statistic) if varied else float("nan")
+        out.append({"finding": reversal, "held": not set(first5) & set(first50),
+                    "evidence": f"best at 5 steps: {', '.join(first5)}; best at 50 steps: {', '.join(first50)}; "
+                                f"Kendall tau between the two rank columns {tau:.2f}"})
 
     if metrics is not None:
         out.append(_few_step_degradation(metrics))

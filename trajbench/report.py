@@ -262,7 +262,7 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
     for title, table in sections:
         lines += [f"## {title}", "", to_markdown(table), ""]
     lines += [f"Mean Kendall tau between the point ranking and the resampled rankings: "
-              f"{stability.attrs['kendall_tau']:.3f}.", ""]
+              f"{stability.attrs['kendall_tau']:.3f} (nan: the point ranks are all tied).", ""]
     if seeds:
         lines += ["Kendall tau of rank_all between seeds: "
                   + ", ".join(f"{pair}: {tau:.3f}" for pair, tau in seeds.items()) + ".", ""]

@@ -253,10 +253,16 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
         raise SpecError(f"[eval] {error}") from None
     if not evaluation.weights or set(evaluation.weights) - {"ema", "raw"}:
         raise SpecError(f"[eval] weights must be a subset of ['ema', 'raw'], got {list(evaluation.weights)}")
+    from trajbench.data import DATASET_NAMES
+
+    datasets = _as_list(raw, "datasets", str)
+    for dataset in datasets:
+        if ":" not in dataset and dataset not in DATASET_NAMES:
+            raise SpecError(f"unknown dataset {dataset!r}; use {', '.join(DATASET_NAMES)}, folder:PATH or cifar10:PATH")
     spec = ExperimentSpec(
         name=name, description=str(raw.get("description", "")),
         variants=tuple(resolve_variants(_as_list(raw, "variants", str))),
-        datasets=_as_list(raw, "datasets", str), seeds=_as_list(raw, "seeds", int), train=train,
+        datasets=datasets, seeds=_as_list(raw, "seeds", int), train=train,
         eval=evaluation, report=_section(ReportSpec, raw, "report"), grid=_section(GridSpec, raw, "grid"),
         source=source)
     try:  # every cell's config must resolve (catches bad values such as steps = 0)

@@ -104,11 +104,13 @@ def bootstrap_rank_stability(metrics: pd.DataFrame, *, draws: int = 200, seed: i
         drawn = metrics.assign(value=metrics["value"].to_numpy() + rng.standard_normal(len(metrics)) * se)
         table = rank_table(drawn, step_counts).set_index("variant")["rank_all"]
         samples.append(table)
-        taus.append(kendalltau(point_order, table.reindex(point_order.index)).statistic)
+        drawn_order = table.reindex(point_order.index)
+        varied = point_order.nunique() > 1 and drawn_order.nunique() > 1
+        taus.append(kendalltau(point_order, drawn_order).statistic if varied else np.nan)
     stacked = pd.concat(samples, axis=1)
     best = stacked.eq(stacked.min(axis=0), axis=1).mean(axis=1)
     out = pd.DataFrame({"rank_all": point_order, "median": stacked.median(axis=1),
                         "q05": stacked.quantile(0.05, axis=1), "q95": stacked.quantile(0.95, axis=1),
                         "p_first": best}).reset_index()
-    out.attrs["kendall_tau"] = float(np.mean(taus))
+    out.attrs["kendall_tau"] = float(np.nanmean(taus)) if np.isfinite(taus).any() else float("nan")
     return out
