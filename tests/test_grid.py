@@ -1,0 +1,208 @@
+"""Experiment specs and the grid runner: parsing and overrides, bad specs, kill-and-resume with sharding,
+failure isolation, and the report regenerated from metrics.csv."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trajbench.cli import main
+from trajbench.grid import METRIC_COLUMNS, TIMING_COLUMNS, read_metrics, shard_cells
+from trajbench.spec import SpecError, load_spec, resolve_variants
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "experiments" / "smoke.toml"
+KEYS = ["variant", "dataset", "seed", "weights", "setting", "metric"]
+
+
+# ---- specs ---------------------------------------------------------------------------------------------
+def test_shipped_specs_resolve():
+    smoke = load_spec(SMOKE)
+    assert len(smoke.cells()) == 3 and smoke.train_config(smoke.cells()[0]).depth == 1
+    quick = load_spec(ROOT / "experiments" / "quick.toml")
+    assert list(quick.variants) == resolve_variants("table1") and len(quick.variants) == 16
+    study = load_spec(ROOT / "experiments" / "sd3_study.toml")
+    assert len(study.variants) == 61 and len(study.datasets) == 2
+    steps = [int(s.split("x")[0]) for s in study.eval.settings]
+    assert len(study.eval.settings) * len(study.eval.weights) * len(study.datasets) == 24  # the paper's 24
+    assert {5, 25, 50} <= set(steps) and len({s.split("x")[1] for s in study.eval.settings}) >= 2
+
+
+def test_overrides_reach_every_section():
+    spec = load_spec(SMOKE, ["train.steps=7", "seeds=[0, 1]", 'variants=["edm(-1.20, *)"]', "eval.samples=8",
+                             "name=other"])
+    assert spec.name == "other" and spec.seeds == (0, 1) and spec.eval.samples == 8
+    assert list(spec.variants) == ["edm(-1.20, 0.60)", "edm(-1.20, 1.20)", "edm(-1.20, 1.80)"]
+    assert len(spec.cells()) == 6 and spec.train_config(spec.cells()[0]).steps == 7
+
+
+def test_variant_selection_forms():
+    modes = resolve_variants(["rf/mode"])  # the paper's 8 mode-sampling variants, not the extras
+    assert len(modes) == 8 and modes[-2:] == ["rf/mode(1.29)", "rf/mode(1.75)"]
+    assert resolve_variants(["rf", "rf/lognorm(0.5,0.6)", "rf"]) == ["rf", "rf/lognorm(0.50, 0.60)"]
+    assert len(resolve_variants("paper")) == 61 and len(resolve_variants("extras")) == 6
+
+
+def test_shards_partition_the_cells():
+    spec = load_spec(SMOKE, ["seeds=[0, 1, 2]"])
+    shards = [shard_cells(spec, (i, 4)) for i in range(4)]
+    keys = [c.key for shard in shards for c in shard]
+    assert sorted(keys) == sorted(c.key for c in spec.cells()) and len(set(keys)) == len(keys)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.nonsense=1"], "unknown or per-cell field"),
+    (["--set", "bogus=1"], "unknown field 'bogus'"),
+    (["--set", 'variants=["rf/lognrm(0,1)"]'], "rf/lognorm"),
+    (["--set", 'datasets=["imagenet"]'], "unknown dataset 'imagenet'"),
+    (["--set", 'eval.settings=["25"]'], "malformed"),
+    (["--set", "train.preset=huge"], "preset 'huge' is unknown"),
+    (["--set", "train.steps=0"], "steps must be >= 1"),
+    (["--set", "eval.weights=[\"best\"]"], "weights must be a subset"),
+    (["--set", "noequals"], "expected key=value"),
+    (["--shard", "3/2"], "--shard '3/2'"),
+])
+def test_bad_specs_are_one_line_errors(args, message, capsys, tmp_path):
+    assert main(["grid", "run", str(SMOKE), "--dry-run", "--results", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_missing_and_malformed_spec_files(tmp_path, capsys):
+    assert main(["grid", "run", str(tmp_path / "nope.toml"), "--dry-run"]) == 2
+    assert "not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = 'x'\nvariants = [\n")
+    assert main(["grid", "status", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    with pytest.raises(SpecError, match="no 'datasets'"):
+        (tmp_path / "partial.toml").write_text("name = 'x'\nvariants = ['rf']\nseeds = [0]\n")
+        load_spec(tmp_path / "partial.toml")
+
+
+def test_dry_run_prints_cells_and_an_estimate(capsys, tmp_path):
+    assert main(["grid", "run", str(SMOKE), "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("synth-imagenet  seed 0") == 3 and "estimated wall time" in out
+    assert not (tmp_path / "smoke").exists()  # a dry run writes nothing
+
+
+# ---- running -------------------------------------------------------------------------------------------
+def grid_command(*args):
+    return [sys.executable, "-m", "trajbench.cli", "grid", "run", str(SMOKE), "--no-progress", *args]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    results = tmp_path_factory.mktemp("uninterrupted")
+    subprocess.run(grid_command("--results", str(results)), check=True, capture_output=True, text=True)
+    return results
+
+
+def comparable(table: pd.DataFrame) -> pd.DataFrame:
+    return table.drop(columns=list(TIMING_COLUMNS)).sort_values(KEYS).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_uninterrupted_grid_has_every_cell_exactly_once(uninterrupted):
+    table = read_metrics(uninterrupted / "smoke" / "metrics.csv")
+    assert list(table.columns) == list(METRIC_COLUMNS)
+    assert not table.duplicated(KEYS).any()
+    spec = load_spec(SMOKE)
+    per_cell = table.groupby(["variant", "dataset", "seed"]).size()
+    assert len(per_cell) == len(spec.cells())
+    assert (per_cell == len(spec.eval.settings) * len(spec.eval.weights) * 3).all()  # fid, kid, clip_score
+    assert table["value"].notna().all() and (table["ci_low"] <= table["ci_high"]).all()
+    assert table["nfe"].isin([5, 10]).all() and (table["samples"] == spec.eval.samples).all()
+    assert len(list((uninterrupted / "smoke" / "samples").rglob("*.png"))) == 3
+
+
+@pytest.mark.slow
+def test_sigkilled_sharded_workers_end_with_the_uninterrupted_table(uninterrupted, tmp_path):
+    """Two shard workers run side by side; each is killed with SIGKILL at random moments three times and
+    restarted; `grid collect` then gives the uninterrupted metrics.csv (wall times aside)."""
+    rng = np.random.default_rng(0)
+    kills = 0
+    workers = {shard: None for shard in ("0/2", "1/2")}
+    budget = {shard: 3 for shard in workers}
+    while workers:
+        for shard in list(workers):
+            proc = workers[shard]
+            if proc is None:
+                workers[shard] = subprocess.Popen(grid_command("--results", str(tmp_path), "--shard", shard),
+                                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                workers[shard].deadline = time.time() + rng.uniform(3, 15)
+            elif proc.poll() is not None:
+                assert proc.returncode == 0, proc.stderr.read()
+                del workers[shard]
+            elif budget[shard] and time.time() > proc.deadline:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                budget[shard] -= 1
+                kills += 1
+                workers[shard] = None
+        time.sleep(0.2)
+    assert kills >= 4  # a worker may finish before its third kill
+    assert not (tmp_path / "smoke" / "metrics.csv").exists()  # shard workers do not write the shared table
+    assert main(["grid", "collect", str(SMOKE), "--results", str(tmp_path)]) == 0
+    resumed = comparable(read_metrics(tmp_path / "smoke" / "metrics.csv"))
+    reference = comparable(read_metrics(uninterrupted / "smoke" / "metrics.csv"))
+    assert not resumed.duplicated(KEYS).any()
+    numeric = ["value", "ci_low", "ci_high"]
+    pd.testing.assert_frame_equal(resumed.drop(columns=numeric), reference.drop(columns=numeric))
+    np.testing.assert_allclose(resumed[numeric].to_numpy(), reference[numeric].to_numpy(), rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_failing_cell_is_recorded_and_the_grid_goes_on(uninterrupted, tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(uninterrupted, results)
+    args = ["--results", str(results), "--set", 'variants=["rf/lognorm(0.00, 1.00)"]',
+            "--set", f'datasets=["folder:{tmp_path / "missing"}", "synth-imagenet"]', "--no-progress"]
+    assert main(["grid", "run", str(SMOKE), *args]) == 2
+    captured = capsys.readouterr()
+    assert "1 cell(s) failed" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert main(["grid", "status", str(SMOKE), *args[:-1], "--format", "json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["counts"]["done"] == 1 and status["counts"]["failed"] == 1
+    failed = next(c for c in status["cells"] if c["state"] == "failed")
+    assert "missing" in failed["reason"]
+    # the done cell was not redone and its rows are in the new table
+    table = read_metrics(results / "smoke" / "metrics.csv")
+    assert set(table["variant"]) == {"rf/lognorm(0.00, 1.00)"} and set(table["dataset"]) == {"synth-imagenet"}
+
+
+@pytest.mark.slow
+def test_a_different_recipe_in_the_same_folder_is_refused(uninterrupted, capsys):
+    assert main(["grid", "run", str(SMOKE), "--results", str(uninterrupted), "--set", "train.steps=41"]) == 2
+    assert "another recipe (changed: steps)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_report_regenerates_every_table_from_metrics_csv_alone(uninterrupted, tmp_path, capsys):
+    metrics = tmp_path / "metrics.csv"
+    shutil.copy(uninterrupted / "smoke" / "metrics.csv", metrics)
+    for results in (uninterrupted, tmp_path / "elsewhere"):
+        assert main(["report", str(SMOKE), "--results", str(results), "--metrics", str(metrics)]) == 0
+    first, second = uninterrupted / "smoke", tmp_path / "elsewhere" / "smoke"
+    for name in ("table1.csv", "table2.csv", "tables.md", "tables.tex", "compare_paper.md"):
+        assert (first / name).read_text() == (second / name).read_text(), name
+    table1 = pd.read_csv(first / "table1.csv")
+    assert list(table1.columns) == ["variant", "family", "rank_all", "rank_5_steps", "rank_50_steps"]
+    assert len(table1) == 3 and table1["rank_all"].between(1, 3).all()
+    readme = (first / "README.md").read_text()
+    assert "figure3.png" in readme and "rank_vs_steps.png" in readme and "Sample grids" in readme
+    capsys.readouterr()
+    assert main(["compare-paper", str(SMOKE), "--results", str(uninterrupted), "--format", "json"]) == 0
+    comparison = json.loads(capsys.readouterr().out)
+    assert len(comparison["table"]) == 16 and len(comparison["findings"]) == 6
