@@ -206,3 +206,19 @@ def test_report_regenerates_every_table_from_metrics_csv_alone(uninterrupted, tm
     assert main(["compare-paper", str(SMOKE), "--results", str(uninterrupted), "--format", "json"]) == 0
     comparison = json.loads(capsys.readouterr().out)
     assert len(comparison["table"]) == 16 and len(comparison["findings"]) == 6
+
+
+@pytest.mark.slow
+def test_multivariant_grid_equals_the_one_by_one_grid(uninterrupted, tmp_path):
+    """The two rf/lognorm cells of the smoke spec train together in one vmapped program; eps/linear alone."""
+    from trajbench.grid import stack_groups
+
+    spec = load_spec(SMOKE, ["grid.multivariant=true"])
+    assert [len(g) for g in stack_groups(spec, spec.cells())] == [2, 1]
+    subprocess.run(grid_command("--results", str(tmp_path), "--set", "grid.multivariant=true"), check=True,
+                   capture_output=True, text=True)
+    together = comparable(read_metrics(tmp_path / "smoke" / "metrics.csv"))
+    reference = comparable(read_metrics(uninterrupted / "smoke" / "metrics.csv"))
+    numeric = ["value", "ci_low", "ci_high"]
+    pd.testing.assert_frame_equal(together.drop(columns=numeric), reference.drop(columns=numeric))
+    np.testing.assert_allclose(together[numeric].to_numpy(), reference[numeric].to_numpy(), rtol=1e-3, atol=1e-5)

@@ -214,6 +214,39 @@ def write_sample_grid(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> P
     return path
 
 
+def stack_groups(spec: ExperimentSpec, cells: list[Cell]) -> list[list[Cell]]:
+    """Cells to train together: with ``grid.multivariant``, those sharing their whole training config but the
+    formulation's parameters (one family), in chunks of ``grid.max_stack``; otherwise one cell each."""
+    if not spec.grid.multivariant:
+        return [[cell] for cell in cells]
+    import dataclasses
+
+    import jax
+
+    from trajbench import formulations
+
+    groups: dict = {}
+    for cell in cells:
+        recipe = dataclasses.replace(spec.train_config(cell), formulation="")
+        groups.setdefault((recipe, jax.tree.structure(formulations.get(cell.variant))), []).append(cell)
+    size = max(1, spec.grid.max_stack)
+    return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def train_stack(spec: ExperimentSpec, cells: list[Cell], layout: GridLayout, log) -> dict:
+    """Train a group of cells in one vmapped program; returns {cell: error} for lanes that diverged. If the
+    group cannot train together, its cells train one by one later (in :func:`run_cell`)."""
+    from trajbench.train import train_together
+
+    try:
+        results = train_together([spec.train_config(c) for c in cells],
+                                 [layout.cell_dir(c) / "run" for c in cells], progress=False)
+    except Exception as error:  # noqa: BLE001 - fall back to one-by-one training, which reports per cell
+        log(f"training {len(cells)} cells together failed ({type(error).__name__}: {error}); one by one instead")
+        return {}
+    return {cell: result for cell, result in zip(cells, results) if isinstance(result, Exception)}
+
+
 def run_grid(spec: ExperimentSpec, results: str | Path = "results", *, shard: tuple[int, int] = (0, 1),
              retry_failed: bool = False, progress: bool = True, log=print) -> dict:
     """Run this worker's cells (skipping done ones, and failed ones unless ``retry_failed``); isolate failures.
@@ -226,25 +259,35 @@ def run_grid(spec: ExperimentSpec, results: str | Path = "results", *, shard: tu
     todo = [c for c in mine if cell_state(layout, c) not in ("done",) + (() if retry_failed else ("failed",))]
     log(f"{spec.name}: {len(mine)} cells for shard {shard[0]}/{shard[1]}, {len(mine) - len(todo)} already "
         f"finished, {len(todo)} to run")
-    bar = tqdm(todo, desc=spec.name, unit="cell", disable=not progress)
-    for cell in bar:
-        folder = layout.cell_dir(cell)
-        bar.set_postfix_str(f"{cell.variant} / {cell.dataset} / seed {cell.seed}")
-        if not _acquire(folder):
-            log(f"skip {cell.key}: another worker is running it")
-            continue
-        try:
-            (folder / "failed.json").unlink(missing_ok=True)
-            run_cell(spec, cell, layout)
-        except KeyboardInterrupt:
-            raise
-        except Exception as error:  # isolate the cell: record why and go on
-            reason = f"{type(error).__name__}: {error}".splitlines()[0]
-            write_json_atomic(folder / "failed.json", {"cell": cell.key, "reason": reason,
-                                                       "traceback": traceback.format_exc()})
-            log(f"FAILED {cell.key}: {reason}")
-        finally:
-            (folder / "running.json").unlink(missing_ok=True)
+    bar = tqdm(total=len(todo), desc=spec.name, unit="cell", disable=not progress)
+    for group in stack_groups(spec, todo):
+        acquired = []
+        for cell in group:
+            if _acquire(layout.cell_dir(cell)):
+                (layout.cell_dir(cell) / "failed.json").unlink(missing_ok=True)
+                acquired.append(cell)
+            else:
+                log(f"skip {cell.key}: another worker is running it")
+                bar.update(1)
+        group = acquired
+        lane_errors = train_stack(spec, group, layout, log) if len(group) > 1 else {}
+        for cell in group:
+            folder = layout.cell_dir(cell)
+            bar.set_postfix_str(f"{cell.variant} / {cell.dataset} / seed {cell.seed}")
+            try:
+                if cell in lane_errors:
+                    raise lane_errors[cell]
+                run_cell(spec, cell, layout)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:  # isolate the cell: record why and go on
+                reason = f"{type(error).__name__}: {error}".splitlines()[0]
+                write_json_atomic(folder / "failed.json", {"cell": cell.key, "reason": reason,
+                                                           "traceback": traceback.format_exc()})
+                log(f"FAILED {cell.key}: {reason}")
+            finally:
+                (folder / "running.json").unlink(missing_ok=True)
+            bar.update(1)
     bar.close()
     counts = grid_status(spec, results, cells=mine)["counts"]
     if shard[1] == 1:

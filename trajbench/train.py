@@ -188,6 +188,11 @@ def data_mesh() -> jax.sharding.Mesh:
     return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def variant_mesh() -> jax.sharding.Mesh:
+    """A 1-D mesh over every device, axis "variant": stacked runs are split across devices."""
+    return jax.make_mesh((jax.device_count(),), ("variant",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
 def maybe_initialize_distributed() -> None:
     """Join a multi-host job when the environment configures one (JAX_COORDINATOR_ADDRESS or a cluster
     that ``jax.distributed`` detects by itself, signalled by TRAJBENCH_DISTRIBUTED=1)."""
@@ -196,30 +201,65 @@ def maybe_initialize_distributed() -> None:
             jax.distributed.initialize()
 
 
-class Trainer:
-    """Compiled pieces of one run: ``init_state``, ``train_step``, ``validation_losses``."""
+def stack_formulations(names) -> Formulation:
+    """Formulations of one family (one tree structure) stacked on a leading axis of their parameters."""
+    members = [formulations.get(n) for n in names]
+    structures = {jax.tree.structure(m) for m in members}
+    if len(structures) != 1:
+        raise RunError(f"cannot train {list(names)} together: they are not one family with different parameters")
+    return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x, jnp.float32) for x in leaves]), *members)
 
-    def __init__(self, config: TrainConfig):
+
+class Trainer:
+    """Compiled pieces of one run, or of K runs stepped together: ``init_state``, ``train_step``,
+    ``validation_losses``.
+
+    ``variants=K > 0``: K runs that share every setting but their formulation's parameters. Their states and
+    formulations are stacked on a leading axis and one ``vmap``-ed program steps them all; every run sees the
+    same batches, noise and text dropout as it would alone (all are drawn from its seed and the step), so each
+    ends where it would have trained one by one, to float tolerance. With several devices and K divisible by
+    their number, the variant axis is sharded over the devices; otherwise the batch is.
+    """
+
+    def __init__(self, config: TrainConfig, variants: int = 0):
         self.config = config
+        self.variants = variants
         self.formulation: Formulation = formulations.get(config.formulation)
         self.text_encoders = build_text_encoders(config)
         self.model = build_model(config)
         self.optimizer = make_optimizer(config)
-        self.mesh = data_mesh()
-        self.replicated = NamedSharding(self.mesh, P())
-        self.batch_sharding = NamedSharding(self.mesh, P("data"))
-        if config.batch_size % jax.device_count():
-            raise RunError(f"batch_size {config.batch_size} is not divisible by the {jax.device_count()} devices")
+        devices = jax.device_count()
+        self.shard_variants = variants > 0 and devices > 1 and variants % devices == 0
+        if self.shard_variants:
+            self.mesh = variant_mesh()
+            self.replicated = NamedSharding(self.mesh, P())
+            self.batch_sharding = self.replicated
+            self.state_sharding = NamedSharding(self.mesh, P("variant"))
+        else:
+            self.mesh = data_mesh()
+            self.replicated = NamedSharding(self.mesh, P())
+            self.batch_sharding = NamedSharding(self.mesh, P("data"))
+            self.state_sharding = self.replicated
+            if config.batch_size % devices:
+                raise RunError(f"batch_size {config.batch_size} is not divisible by the {devices} devices")
         root = jax.random.key(config.seed)
         self.init_key, self.train_key, self.val_key = jax.random.split(root, 3)
-        self.train_step = jax.jit(self._train_step, donate_argnums=(1,))
-        self.validation_losses = jax.jit(self._validation_losses)
+        step, validation = self._train_step, self._validation_losses
+        if variants:
+            step, validation = jax.vmap(step, in_axes=(0, 0, None)), jax.vmap(validation, in_axes=(0, 0, None))
+        self.train_step = jax.jit(step, donate_argnums=(1,))
+        self.validation_losses = jax.jit(validation)
 
     def init_state(self, pool) -> dict:
         images = jnp.zeros((1,) + pool["images"].shape[1:])
         params = jax.jit(self.model.init)(self.init_key, images, jnp.zeros((1,)), pool["tokens"][:1], pool["pooled"][:1])
         state = {"params": params, "ema": jax.tree.map(jnp.copy, params), "opt": self.optimizer.init(params), "step": jnp.int32(0)}
         return jax.device_put(state, self.replicated)
+
+    def stack(self, states: list[dict]) -> dict:
+        """K single-run states -> one stacked state on the variant axis (for ``variants=K``)."""
+        stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+        return jax.device_put(stacked, self.state_sharding)
 
     def model_fn(self, params, tokens, pooled):
         return lambda z, c_noise: self.model.apply(params, z, c_noise, tokens, pooled)
@@ -322,100 +362,204 @@ def _check_config(out: Path, config: TrainConfig) -> None:
         write_json_atomic(path, {"config": wanted, "versions": package_versions()})
 
 
+class RunFolder:
+    """The files of one run (see the module docstring): what is restored on resume, and what each logged,
+    evaluated and checkpointed step writes."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path):
+        self.config = config
+        self.out = Path(out_dir)
+        _check_config(self.out, config)
+        self.is_main = jax.process_index() == 0
+
+    @property
+    def done(self) -> dict | None:
+        path = self.out / "done.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def open(self, fresh_state: dict) -> dict:
+        """Restore the newest readable checkpoint (else keep ``fresh_state``); trim the log to it; open the log,
+        TensorBoard and the checkpoint managers. Returns the state to continue from."""
+        import orbax.checkpoint as ocp
+        from tensorboardX import SummaryWriter
+
+        config, out = self.config, self.out
+        self.started = time.time()
+        self.latest = _checkpoint_manager(out / "checkpoints", keep=config.keep_checkpoints)
+        self.best_manager = _checkpoint_manager(out / "best", keep=1)
+        restored, meta = _restore_latest(self.latest, jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh_state))
+        state = fresh_state if restored is None else jax.device_put(restored, fresh_state["step"].sharding)
+        self.start = int(state["step"])
+        self.best = meta.get("best", {"step": None, "ema_val_loss": float("inf")})
+        self.wall_before = float(meta.get("wall_seconds", 0.0))
+        _write_jsonl(out / "metrics.jsonl", [r for r in _read_jsonl(out / "metrics.jsonl") if r["step"] <= self.start])
+        self.writer = SummaryWriter(str(out / "tb"), purge_step=self.start + 1) if self.is_main else None
+        self.log = open(out / "metrics.jsonl", "a")
+        return state
+
+    def check_finite(self, step: int, loss: float) -> None:
+        if not np.isfinite(loss):
+            raise RunError(f"loss became {loss} at step {step} ({self.config.formulation}); the run keeps its "
+                           f"checkpoint at step {self.latest.latest_step() or 0}; lower lr or grad_clip with --set")
+
+    def evaluated(self, step: int, raw_losses, ema_losses, params_and_ema) -> dict:
+        """Validation losses at a step; saves ``params_and_ema()`` as the best checkpoint when EMA improves."""
+        import orbax.checkpoint as ocp
+
+        raw, ema = np.asarray(raw_losses, np.float64), np.asarray(ema_losses, np.float64)
+        row = {"val_loss": float(raw.mean()), "ema_val_loss": float(ema.mean()),
+               "ema_val_loss_at_t": [round(float(v), 6) for v in ema]}
+        if ema.mean() < self.best["ema_val_loss"]:
+            self.best = {"step": step, "ema_val_loss": float(ema.mean()), "val_loss": float(raw.mean())}
+            if step not in self.best_manager.all_steps():
+                self.best_manager.save(step, args=ocp.args.StandardSave(params_and_ema()))
+                self.best_manager.wait_until_finished()
+            if self.is_main:
+                write_json_atomic(self.out / "best.json", self.best)
+        return row
+
+    def record(self, step: int, row: dict) -> None:
+        if self.is_main:
+            self.log.write(json.dumps({"step": step, **row}) + "\n")
+            self.log.flush()
+            for key, value in row.items():
+                if isinstance(value, float):
+                    self.writer.add_scalar(key, value, step)
+
+    def checkpoint(self, step: int, state: dict) -> None:
+        import orbax.checkpoint as ocp
+
+        meta = {"best": self.best, "wall_seconds": self.wall_before + time.time() - self.started}
+        self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
+        self.latest.wait_until_finished()
+
+    def close(self, last: int) -> dict:
+        """Close the files; at the final step write ``done.json``. Returns the run's summary."""
+        self.log.close()
+        if self.writer is not None:
+            self.writer.close()
+        self.latest.close()
+        self.best_manager.close()
+        if last < self.config.steps:
+            return {"step": last, "complete": False}
+        summary = {"complete": True, "step": self.config.steps,
+                   "final_loss": _last_logged_loss(self.out / "metrics.jsonl"), "best": self.best,
+                   "wall_seconds": self.wall_before + time.time() - self.started}
+        if self.is_main:
+            write_json_atomic(self.out / "done.json", summary)
+        return summary
+
+
 def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, stop_after: int | None = None) -> dict:
     """Train (or resume, or return the summary of a completed run) in ``out_dir``.
 
     ``stop_after``: stop (checkpointed) after this step, as if killed there; for tests and time slicing.
     """
-    import orbax.checkpoint as ocp
+    result = train_together([config], [out_dir], progress=progress, stop_after=stop_after)[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _same_recipe(configs: list[TrainConfig]) -> bool:
+    strip = [dataclasses.replace(c, formulation="") for c in configs]
+    return all(c == strip[0] for c in strip)
+
+
+def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool = True,
+                   stop_after: int | None = None) -> list:
+    """Train runs that differ only in their formulation's parameters in one vmapped program (see
+    :class:`Trainer`); one run (or runs that cannot be stacked) trains alone. Each run's folder ends exactly as
+    :func:`train` leaves it, so any of them can later be resumed, loaded or evaluated alone.
+
+    Returns, per run, its summary, or the :class:`RunError` that stopped it (a diverged run stops; the others
+    go on).
+    """
     from tqdm.auto import tqdm
 
-    out = Path(out_dir)
-    _check_config(out, config)
-    if (out / "done.json").exists():
-        return json.loads((out / "done.json").read_text())
+    folders = [RunFolder(c, o) for c, o in zip(configs, out_dirs)]
+    results: list = [f.done for f in folders]
+    pending = [k for k, r in enumerate(results) if r is None]
+    if not pending:
+        return results
+    config = configs[pending[0]]
+    names = [configs[k].formulation for k in pending]
+    stacked = len(pending) > 1
+    if stacked and not _same_recipe([configs[k] for k in pending]):
+        raise RunError("train_together needs runs that differ only in their formulation")
+    if stacked:
+        stack_formulations(names)  # raises unless one family
 
     maybe_initialize_distributed()
-    started = time.time()
-    trainer = Trainer(config)
+    trainer = Trainer(config, variants=len(pending) if stacked else 0)
     from trajbench.data import get_dataset
 
     dataset = get_dataset(config.dataset, resolution=config.resolution, seed=config.seed)
     pool = jax.device_put(load_split(dataset, trainer.text_encoders, "train", config.train_examples), trainer.replicated)
     val = jax.device_put(load_split(dataset, trainer.text_encoders, "val", config.val_examples), trainer.replicated)
+    fresh = trainer.init_state(pool)
+    states = [folders[k].open(fresh) for k in pending]
+    starts = {folders[k].start for k in pending}
+    if len(starts) > 1:  # resumed from different steps: cannot step together
+        for k in pending:
+            folders[k].close(folders[k].start)
+        for k in pending:
+            try:
+                results[k] = train(configs[k], out_dirs[k], progress=progress, stop_after=stop_after)
+            except RunError as error:
+                results[k] = error
+        return results
+    start = starts.pop()
+    if stacked:
+        state, formulation = trainer.stack(states), stack_formulations(names)
+    else:
+        state, formulation = states[0], trainer.formulation
 
-    state = trainer.init_state(pool)
-    latest = _checkpoint_manager(out / "checkpoints", keep=config.keep_checkpoints)
-    best_manager = _checkpoint_manager(out / "best", keep=1)
-    restored, meta = _restore_latest(latest, jax.tree.map(ocp.utils.to_shape_dtype_struct, state))
-    if restored is not None:
-        state = jax.device_put(restored, trainer.replicated)
-    start = int(state["step"])
-    best = meta.get("best", {"step": None, "ema_val_loss": float("inf")})
-    wall_before = float(meta.get("wall_seconds", 0.0))
+    def lane(tree, i):
+        return jax.tree.map(lambda x: x[i], tree) if stacked else tree
 
-    rows = [r for r in _read_jsonl(out / "metrics.jsonl") if r["step"] <= start]
-    _write_jsonl(out / "metrics.jsonl", rows)
-    is_main = jax.process_index() == 0
-    from tensorboardX import SummaryWriter
-
-    writer = SummaryWriter(str(out / "tb"), purge_step=start + 1) if is_main else None
     last = config.steps if stop_after is None else min(config.steps, stop_after)
+    alive = list(range(len(pending)))  # lanes still training (a diverged lane stops logging and saving)
     window: list = []
-    bar = tqdm(total=config.steps, initial=start, desc=config.formulation, disable=not (progress and is_main),
-               dynamic_ncols=True, file=sys.stderr)
-    formulation = trainer.formulation
-    with open(out / "metrics.jsonl", "a") as log:
-        for step in range(start + 1, last + 1):
-            state, metrics = trainer.train_step(formulation, state, pool)
-            window.append(metrics)
-            if step % config.log_every and step != last:
+    bar = tqdm(total=config.steps, initial=start, desc=names[0] if not stacked else f"{len(names)} variants",
+               disable=not (progress and folders[pending[0]].is_main), dynamic_ncols=True, file=sys.stderr)
+    for step in range(start + 1, last + 1):
+        state, metrics = trainer.train_step(formulation, state, pool)
+        window.append(metrics)
+        if step % config.log_every and step != last:
+            continue
+        loss = np.atleast_1d(np.mean([np.asarray(m["loss"]) for m in window], axis=0))
+        grad_norm = np.atleast_1d(np.mean([np.asarray(m["grad_norm"]) for m in window], axis=0))
+        window = []
+        evaluate = step % config.eval_every == 0 or step == config.steps
+        if evaluate:
+            raw = np.atleast_2d(trainer.validation_losses(formulation, state["params"], val))
+            ema = np.atleast_2d(trainer.validation_losses(formulation, state["ema"], val))
+        for i in list(alive):
+            folder = folders[pending[i]]
+            try:
+                folder.check_finite(step, float(loss[i]))
+            except RunError as error:
+                results[pending[i]] = error
+                folder.close(folder.start)
+                alive.remove(i)
                 continue
-            row = {"step": step, "loss": float(np.mean([float(m["loss"]) for m in window])),
-                   "grad_norm": float(np.mean([float(m["grad_norm"]) for m in window])),
-                   "lr": trainer.learning_rate(step)}
-            window = []
-            if not np.isfinite(row["loss"]):
-                raise RunError(f"loss became {row['loss']} at step {step} ({config.formulation}); the run keeps its "
-                               f"checkpoint at step {latest.latest_step() or 0}; lower lr or grad_clip with --set")
-            if step % config.eval_every == 0 or step == config.steps:
-                raw = np.asarray(trainer.validation_losses(formulation, state["params"], val), np.float64)
-                ema = np.asarray(trainer.validation_losses(formulation, state["ema"], val), np.float64)
-                row |= {"val_loss": float(raw.mean()), "ema_val_loss": float(ema.mean()),
-                        "ema_val_loss_at_t": [round(float(v), 6) for v in ema]}
-                if ema.mean() < best["ema_val_loss"]:
-                    best = {"step": step, "ema_val_loss": float(ema.mean()), "val_loss": float(raw.mean())}
-                    if step not in best_manager.all_steps():
-                        best_manager.save(step, args=ocp.args.StandardSave(
-                            {"params": state["params"], "ema": state["ema"]}))
-                        best_manager.wait_until_finished()
-                    if is_main:
-                        write_json_atomic(out / "best.json", best)
-            if is_main:
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                for key, value in row.items():
-                    if isinstance(value, float):
-                        writer.add_scalar(key, value, step)
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            row = {"loss": float(loss[i]), "grad_norm": float(grad_norm[i]), "lr": trainer.learning_rate(step)}
+            if evaluate:
+                row |= folder.evaluated(step, raw[i], ema[i],
+                                        lambda: lane({"params": state["params"], "ema": state["ema"]}, i))
+            folder.record(step, row)
             if step % config.eval_every == 0 or step == last:
-                meta = {"best": best, "wall_seconds": wall_before + time.time() - started}
-                latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                          meta=ocp.args.JsonSave(meta)), force=True)
-                latest.wait_until_finished()
+                folder.checkpoint(step, lane(state, i))
+        if not alive:
+            break
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{float(np.mean(loss[alive])):.4f}")
     bar.close()
-    if writer is not None:
-        writer.close()
-    latest.close()
-    best_manager.close()
-    if last < config.steps:
-        return {"step": last, "complete": False}
-    summary = {"complete": True, "step": config.steps, "final_loss": _last_logged_loss(out / "metrics.jsonl"),
-               "best": best, "wall_seconds": wall_before + time.time() - started}
-    if is_main:
-        write_json_atomic(out / "done.json", summary)
-    return summary
+    for i in alive:
+        results[pending[i]] = folders[pending[i]].close(last)
+    return results
 
 
 def _last_logged_loss(path: Path) -> float:

@@ -1,0 +1,459 @@
+"""trajbench speed benchmark: training and sampling throughput against diffusers, MFU, multi-variant training.
+
+    .venv/bin/python benchmarks/bench.py [--preset smoke|quick|both] [--quick-check]
+
+Prints ONE JSON object on stdout (progress goes to stderr). Every figure is measured in this process, on this
+machine, with the two sides of a comparison timed in alternation (A B A B ...) after their warm-up calls; a
+side's time is the median over the repeats. What each figure means: benchmarks/README.md.
+
+Needs the optional extra ``pip install -e '.[bench]'`` (torch, diffusers); the trajbench package itself never
+imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+
+from trajbench import perf
+from trajbench.models.mmdit import count_params, forward_flops
+from trajbench.samplers import for_sampling, jit_generate
+from trajbench.train import Trainer, model_config, resolve_config, stack_formulations
+
+FORMULATION = "rf/lognorm(0.00, 1.00)"
+VARIANTS = ("rf/lognorm(0.00, 1.00)", "rf/lognorm(0.50, 0.60)", "rf/lognorm(1.00, 0.60)", "rf/lognorm(-0.50, 1.00)")
+DATASET = "synth-imagenet"
+SAMPLE_STEPS = 50
+GUIDANCE = 2.0
+POOL_SIZE = 2048  # examples in the in-memory training pool (step cost does not depend on it)
+PEAK_SIZES = (512, 1024, 2048)
+TARGETS = {"train_ratio_vs_diffusers": 1.5, "mfu": 0.35, "sample_ratio_vs_diffusers": 3.0,
+           "multivariant_speedup": 1.5}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each measurement runs. A timed round is ``calls`` consecutive calls; each side gets ``repeats``
+    rounds, after ``warmup`` untimed calls (the first of which compiles)."""
+
+    warmup: int
+    calls: int
+    repeats: int
+    sample_batch: int
+    sample_calls: int
+    sample_repeats: int
+    peak_seconds: float
+
+
+FULL = Budget(warmup=3, calls=10, repeats=5, sample_batch=64, sample_calls=1, sample_repeats=3, peak_seconds=1.0)
+QUICK_CHECK = Budget(warmup=1, calls=2, repeats=2, sample_batch=8, sample_calls=1, sample_repeats=1,
+                     peak_seconds=0.3)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- the shared timing helper ----------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """One side of a comparison: ``run(n)`` does n consecutive calls (steps, or whole samplings) and returns
+    when their results exist; each call handles ``images`` images."""
+
+    run: Callable[[int], None]
+    images: int
+    params: int | None = None
+
+
+def measure(sides: dict[str, Workload], budget: Budget, *, calls: int | None = None,
+            repeats: int | None = None) -> dict[str, dict]:
+    """Seconds per call of each side, timed in alternation.
+
+    Per side, in order: one timed first call (includes compilation for jitted code), ``warmup - 1`` more untimed
+    calls; then ``repeats`` rounds, each timing ``calls`` calls of every side in turn (A B A B ...). Returns per
+    side: ``seconds`` (median over rounds of seconds per call), ``rounds`` (all of them), ``first_call_seconds``
+    and ``images_per_s`` (images per call / median seconds).
+    """
+    calls = budget.calls if calls is None else calls
+    repeats = budget.repeats if repeats is None else repeats
+    first = {}
+    for name, side in sides.items():
+        start = time.perf_counter()
+        side.run(1)
+        first[name] = time.perf_counter() - start
+        if budget.warmup > 1:
+            side.run(budget.warmup - 1)
+    rounds: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, side in sides.items():
+            start = time.perf_counter()
+            side.run(calls)
+            rounds[name].append((time.perf_counter() - start) / calls)
+    results = {}
+    for name, side in sides.items():
+        seconds = statistics.median(rounds[name])
+        results[name] = {"seconds": seconds, "rounds": [round(r, 6) for r in rounds[name]],
+                         "first_call_seconds": round(first[name], 3), "images_per_s": side.images / seconds}
+    return results
+
+
+def repeat(call: Callable[[], object], finish: Callable[[object], None] = lambda _: None) -> Callable[[int], None]:
+    """run(n): ``call()`` n times, then ``finish(last result)`` (e.g. block until a JAX result is ready)."""
+    def run(n: int) -> None:
+        result = None
+        for _ in range(n):
+            result = call()
+        finish(result)
+
+    return run
+
+
+# ---- configurations and inputs ---------------------------------------------------------------------------
+
+
+def preset_config(preset: str, formulation: str = FORMULATION):
+    return resolve_config(preset, formulation=formulation, dataset=DATASET)
+
+
+def describe(preset: str) -> dict:
+    """The training config of a preset and the size of its model (as both sides build it)."""
+    config = preset_config(preset)
+    mc = model_config(config)
+    model = {name: getattr(mc, name) for name in ("depth", "hidden_size", "num_heads", "head_size", "patch_size",
+                                                  "image_size", "num_patches", "text_dim", "pooled_dim",
+                                                  "max_text_tokens")}
+    return {"train_config": dataclasses.asdict(config), "model": model, "forward_flops_per_image": forward_flops(mc)}
+
+
+def random_pool(trainer: Trainer, size: int, seed: int = 0) -> dict:
+    """A training pool of the right shapes (images in [-1, 1], Gaussian text features): speed does not depend
+    on content, and rendering/encoding a real pool would only add set-up time."""
+    rng = np.random.default_rng(seed)
+    r, text = trainer.config.resolution, trainer.text_encoders
+    pool = {"images": rng.uniform(-1, 1, (size, r, r, 3)),
+            "tokens": rng.standard_normal((size, text.num_tokens, text.token_dim)),
+            "pooled": rng.standard_normal((size, text.pooled_dim))}
+    return jax.device_put({k: v.astype(np.float32) for k, v in pool.items()}, trainer.replicated)
+
+
+def torch_pool(pool: dict) -> dict:
+    """The same pool as torch tensors, images NCHW."""
+    return {"images": torch.from_numpy(np.asarray(pool["images"]).transpose(0, 3, 1, 2).copy()),
+            "tokens": torch.from_numpy(np.asarray(pool["tokens"])),
+            "pooled": torch.from_numpy(np.asarray(pool["pooled"]))}
+
+
+def diffusers_model(config) -> SD3Transformer2DModel:
+    """diffusers' SD3 MMDiT at the size of trajbench's model for ``config``."""
+    mc = model_config(config)
+    torch.manual_seed(config.seed)
+    return SD3Transformer2DModel(
+        sample_size=mc.image_size, patch_size=mc.patch_size, in_channels=3, out_channels=3, num_layers=mc.depth,
+        attention_head_dim=mc.head_size, num_attention_heads=mc.num_heads, joint_attention_dim=mc.text_dim,
+        caption_projection_dim=mc.hidden_size, pooled_projection_dim=mc.pooled_dim,
+        pos_embed_max_size=mc.image_size // mc.patch_size, qk_norm="rms_norm")
+
+
+def torch_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- workloads --------------------------------------------------------------------------------------------
+
+
+def trajbench_train(config, formulations: tuple[str, ...] = ()) -> Workload:
+    """trajbench's compiled training step: batch gathered from the pool, text dropout, t from the formulation's
+    density, noise, MMDiT forward + backward, global-norm clipping, AdamW, EMA. With several ``formulations``:
+    ``Trainer(config, variants=K)`` stepping K stacked runs in one program (``images`` counts all K)."""
+    names = formulations or (config.formulation,)
+    trainer = Trainer(config, variants=len(names) if len(names) > 1 else 0)
+    pool = random_pool(trainer, POOL_SIZE)
+    state = trainer.init_state(pool)
+    params = count_params(state["params"])
+    if len(names) > 1:
+        state, formulation = trainer.stack([state] * len(names)), stack_formulations(names)
+    else:
+        formulation = trainer.formulation
+    holder = {"state": state}
+
+    def step():
+        holder["state"], metrics = trainer.train_step(formulation, holder["state"], pool)
+        return holder["state"], metrics
+
+    return Workload(repeat(step, jax.block_until_ready), config.batch_size * len(names), params)
+
+
+def diffusers_train(config) -> Workload:
+    """diffusers' ``SD3Transformer2DModel`` trained the same way in eager PyTorch: batch gathered from the pool,
+    text dropout, t ~ logit-normal(0, 1) (rf/lognorm(0.00, 1.00)), z = (1 - t) x0 + t eps, MSE to the velocity
+    eps - x0, backward, ``clip_grad_norm_(1.0)``, ``torch.optim.AdamW``, EMA (``torch._foreach_lerp_``)."""
+    model = diffusers_model(config).train()
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(config.adam_b1, config.adam_b2), eps=1e-8,
+                                  weight_decay=config.weight_decay)
+    ema = [p.detach().clone() for p in params]
+    trainer_like = Trainer(config)  # only for the pool's shapes
+    pool = torch_pool(random_pool(trainer_like, POOL_SIZE))
+    batch = config.batch_size
+
+    def step():
+        index = torch.randint(0, POOL_SIZE, (batch,))
+        x0, tokens, pooled = pool["images"][index], pool["tokens"][index], pool["pooled"][index]
+        keep = (torch.rand(batch, 1, 1) >= config.text_drop_prob).float()
+        tokens, pooled = tokens * keep, pooled * keep[:, 0]
+        t = torch.sigmoid(torch.randn(batch))
+        eps = torch.randn_like(x0)
+        z = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * eps
+        out = model(hidden_states=z, encoder_hidden_states=tokens, pooled_projections=pooled, timestep=1000 * t,
+                    return_dict=False)[0]
+        loss = F.mse_loss(out, eps - x0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, params, 1.0 - config.ema_decay)
+        return loss
+
+    return Workload(repeat(step), batch, torch_params(model))
+
+
+def sampling_inputs(config, batch: int, seed: int = 1) -> dict:
+    """Conditions (random text features) for a sampling batch, shared by both sides."""
+    text = Trainer(config).text_encoders
+    rng = np.random.default_rng(seed)
+    return {"tokens": rng.standard_normal((batch, text.num_tokens, text.token_dim)).astype(np.float32),
+            "pooled": rng.standard_normal((batch, text.pooled_dim)).astype(np.float32)}
+
+
+def trajbench_sample(config, inputs: dict) -> Workload:
+    """trajbench's compiled sampler (``jit_generate``, as ``evaluate.generate_images`` calls it): Euler on the
+    shared rf ODE, 50 steps, guidance 2.0 with one network call on the [cond; uncond] batch per step. The
+    parameters are the initial ones plus N(0, 0.02) noise, so no zero-initialised gate short-cuts a path."""
+    trainer = Trainer(config)
+    state = trainer.init_state(random_pool(trainer, 4))
+    leaves, tree = jax.tree.flatten(state["params"])
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    params = jax.tree.unflatten(tree, [p + 0.02 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    network = jax.tree_util.Partial(trainer.model.apply, params)
+    formulation = for_sampling(trainer.formulation)
+    tokens, pooled = jnp.asarray(inputs["tokens"]), jnp.asarray(inputs["pooled"])
+    shape = (config.resolution, config.resolution, 3)
+    counter = iter(range(1 << 30))
+
+    def sample():
+        images, _ = jit_generate(formulation, network, tokens, pooled, jax.random.key(next(counter)),
+                                 steps=SAMPLE_STEPS, guidance=GUIDANCE, solver="euler", coordinates="rf",
+                                 grid="uniform", image_shape=shape, x0_clip=1.0)
+        return images
+
+    return Workload(repeat(sample, jax.block_until_ready), tokens.shape[0], count_params(params))
+
+
+def diffusers_sample(config, inputs: dict) -> Workload:
+    """A diffusers-pipeline-style loop under ``torch.inference_mode()``: ``FlowMatchEulerDiscreteScheduler``
+    with ``set_timesteps(50)``; per step the model on the doubled [cond; uncond] batch (uncond = zero text
+    features, like trajbench's), guidance 2.0, ``scheduler.step``."""
+    model = diffusers_model(config).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler()
+    tokens, pooled = torch.from_numpy(inputs["tokens"]), torch.from_numpy(inputs["pooled"])
+    both_tokens = torch.cat([tokens, torch.zeros_like(tokens)])
+    both_pooled = torch.cat([pooled, torch.zeros_like(pooled)])
+    batch, r = tokens.shape[0], config.resolution
+
+    def sample():
+        scheduler.set_timesteps(SAMPLE_STEPS)
+        with torch.inference_mode():
+            latents = torch.randn(batch, 3, r, r)
+            for t in scheduler.timesteps:
+                out = model(hidden_states=torch.cat([latents, latents]), timestep=t.expand(2 * batch),
+                            encoder_hidden_states=both_tokens, pooled_projections=both_pooled, return_dict=False)[0]
+                cond, uncond = out.chunk(2)
+                latents = scheduler.step(uncond + GUIDANCE * (cond - uncond), t, latents, return_dict=False)[0]
+        return latents
+
+    return Workload(repeat(sample), batch, torch_params(model))
+
+
+# ---- measurements -----------------------------------------------------------------------------------------
+
+
+def matmul_peak(budget: Budget) -> dict:
+    """The machine's fp32 matmul peak: the best of ``trajbench.perf.matmul_peak_flops`` over several sizes
+    (its default, 1024 only, is also reported). ``__wrapped__`` skips its cache, so each call measures anew."""
+    by_size = {size: perf.matmul_peak_flops.__wrapped__(size, budget.peak_seconds) for size in PEAK_SIZES}
+    best = max(by_size.values())
+    return {"flops": best, "gflops": round(best / 1e9, 1), "best_size": max(by_size, key=by_size.get),
+            "gflops_by_size": {str(s): round(f / 1e9, 1) for s, f in by_size.items()}}
+
+
+def train_comparison(preset: str, budget: Budget) -> dict:
+    """Training images/s of trajbench vs diffusers + torch.optim.AdamW at the preset's configuration."""
+    config = preset_config(preset)
+    log(f"train {preset}: building both sides")
+    sides = {"trajbench": trajbench_train(config), "diffusers": diffusers_train(config)}
+    log(f"train {preset}: timing")
+    timing = measure(sides, budget)
+    for name, side in sides.items():
+        timing[name]["params"] = side.params
+    ratio = timing["trajbench"]["images_per_s"] / timing["diffusers"]["images_per_s"]
+    log(f"train {preset}: trajbench {timing['trajbench']['images_per_s']:.0f} img/s, "
+        f"diffusers {timing['diffusers']['images_per_s']:.0f} img/s, ratio {ratio:.2f}")
+    return {"ratio": ratio, **timing}
+
+
+def mfu(preset: str, train: dict, peak: dict) -> dict:
+    """Model FLOPs utilisation of trajbench's training step: 3 x forward FLOPs x batch per step, per second,
+    over the measured matmul peak."""
+    config = preset_config(preset)
+    flops_per_step = 3 * forward_flops(model_config(config)) * config.batch_size
+    achieved = flops_per_step / train["trajbench"]["seconds"]
+    return {"mfu": achieved / peak["flops"], "flops_per_step": flops_per_step,
+            "achieved_gflops": round(achieved / 1e9, 2), "peak_gflops": peak["gflops"]}
+
+
+def sample_comparison(preset: str, budget: Budget) -> dict:
+    """Images/s of 50-step Euler sampling with guidance 2.0: trajbench's jit_generate vs a diffusers loop."""
+    config = preset_config(preset)
+    inputs = sampling_inputs(config, budget.sample_batch)
+    log(f"sample {preset}: building both sides (batch {budget.sample_batch})")
+    sides = {"trajbench": trajbench_sample(config, inputs), "diffusers": diffusers_sample(config, inputs)}
+    log(f"sample {preset}: timing")
+    timing = measure(sides, dataclasses.replace(budget, warmup=1), calls=budget.sample_calls,
+                     repeats=budget.sample_repeats)
+    ratio = timing["trajbench"]["images_per_s"] / timing["diffusers"]["images_per_s"]
+    log(f"sample {preset}: trajbench {timing['trajbench']['images_per_s']:.1f} img/s, "
+        f"diffusers {timing['diffusers']['images_per_s']:.1f} img/s, ratio {ratio:.2f}")
+    return {"ratio": ratio, "batch": budget.sample_batch, "steps": SAMPLE_STEPS, "guidance": GUIDANCE, **timing}
+
+
+def multivariant(preset: str, budget: Budget) -> dict:
+    """K = 4 variants in one compiled program (``Trainer(config, variants=4)``) vs the same 4 runs one after
+    another (four ``Trainer``s, each stepping its own state for the same number of steps).
+
+    ``speedup`` (the main figure) is steady state: compilation excluded. Compilation is reported apart
+    (``compile_seconds``: first call minus one steady step), and ``end_to_end_speedup`` adds set-up and
+    compilation to a whole run of the preset's ``steps`` (one compile vs four), from the measured parts.
+    """
+    config = preset_config(preset)
+    log(f"multivariant {preset}: building")
+    started = time.perf_counter()
+    together = trajbench_train(config, VARIANTS)
+    setup = {"together": time.perf_counter() - started}
+    started = time.perf_counter()
+    runs = [trajbench_train(preset_config(preset, name)) for name in VARIANTS]
+    setup["one_after_another"] = time.perf_counter() - started
+
+    def one_after_another(n: int) -> None:
+        for run in runs:
+            run.run(n)
+
+    sides = {"together": together, "one_after_another": Workload(one_after_another, config.batch_size * len(runs))}
+    log(f"multivariant {preset}: timing (first calls compile)")
+    timing = measure(sides, budget)
+    steps = config.steps
+    whole_run = {}
+    for name, side in timing.items():
+        side["compile_seconds"] = round(side["first_call_seconds"] - side["seconds"], 3)
+        side["setup_seconds"] = round(setup[name], 3)
+        whole_run[name] = setup[name] + side["first_call_seconds"] + (steps - 1) * side["seconds"]
+    speedup = timing["one_after_another"]["seconds"] / timing["together"]["seconds"]
+    end_to_end = whole_run["one_after_another"] / whole_run["together"]
+    log(f"multivariant {preset}: steady-state speedup {speedup:.2f}, end-to-end ({steps} steps) {end_to_end:.2f}")
+    return {"speedup": speedup, "end_to_end_speedup": end_to_end, "end_to_end_steps": steps,
+            "end_to_end_seconds": {k: round(v, 1) for k, v in whole_run.items()}, "variants": list(VARIANTS),
+            **timing}
+
+
+# ---- the report -------------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"device": f"{jax.devices()[0].platform}: {cpu}", "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "jax_devices": jax.device_count(),
+            "versions": {name: version(name) for name in ("jax", "jaxlib", "flax", "optax", "torch", "diffusers",
+                                                          "numpy", "trajbench")}
+            | {"python": platform.python_version()}}
+
+
+def rounded(value, digits: int = 4):
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def run_all(presets: list[str], budget: Budget, quick_check: bool) -> dict:
+    started = time.perf_counter()
+    load_start = os.getloadavg()
+    report = {"mode": "quick-check" if quick_check else "full", **machine(), "budget": dataclasses.asdict(budget),
+              "presets": {p: describe(p) for p in presets}}
+    log(f"matmul peak (sizes {PEAK_SIZES})")
+    peak_start = matmul_peak(budget)
+    train = {p: train_comparison(p, budget) for p in presets}
+    sample = {p: sample_comparison(p, budget) for p in presets}
+    variants = {p: multivariant(p, budget) for p in presets}
+    log("matmul peak again (the best of the two is the peak)")
+    peak_end = matmul_peak(budget)
+    peak = max(peak_start, peak_end, key=lambda p: p["flops"])
+    utilisation = {p: mfu(p, train[p], peak) for p in presets}
+    report |= {
+        "train_ratio_vs_diffusers": {p: train[p]["ratio"] for p in presets},
+        "mfu": {p: utilisation[p]["mfu"] for p in presets},
+        "sample_ratio_vs_diffusers": {p: sample[p]["ratio"] for p in presets},
+        "multivariant_speedup": {p: variants[p]["speedup"] for p in presets},
+        "multivariant_end_to_end_speedup": {p: variants[p]["end_to_end_speedup"] for p in presets},
+        "targets": TARGETS,
+        "train": train, "mfu_detail": utilisation, "sample": sample, "multivariant": variants,
+        "matmul_peak": {**peak, "start_gflops": peak_start["gflops"], "end_gflops": peak_end["gflops"],
+                        "trajbench_perf_default_gflops": round(perf.matmul_peak_flops() / 1e9, 1)},
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
+        "wall_seconds": time.perf_counter() - started,
+    }
+    report["targets_met"] = {name: all(v >= target for v in report[name].values())
+                             for name, target in TARGETS.items()}
+    return rounded(report)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=("smoke", "quick", "both"), default="both")
+    parser.add_argument("--quick-check", action="store_true",
+                        help="tiny step counts and sampling batch: checks that everything runs (~2 min), "
+                             "figures are not meaningful")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(os.cpu_count())
+    presets = ["smoke", "quick"] if args.preset == "both" else [args.preset]
+    report = run_all(presets, QUICK_CHECK if args.quick_check else FULL, args.quick_check)
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
