@@ -246,7 +246,7 @@ class Trainer:
         self.init_key, self.train_key, self.val_key = jax.random.split(root, 3)
         step, validation = self._train_step, self._validation_losses
         if variants:
-            step, validation = jax.vmap(step, in_axes=(0, 0, None)), jax.vmap(validation, in_axes=(0, 0, None))
+            step, validation = self._stacked_train_step, jax.vmap(validation, in_axes=(0, 0, None))
         self.train_step = jax.jit(step, donate_argnums=(1,))
         self.validation_losses = jax.jit(validation)
 
@@ -264,17 +264,23 @@ class Trainer:
     def model_fn(self, params, tokens, pooled):
         return lambda z, c_noise: self.model.apply(params, z, c_noise, tokens, pooled)
 
-    def _train_step(self, formulation, state, pool):
-        """One AdamW step on a batch drawn from the pool with key fold_in(train_key, step)."""
+    def _batch(self, step, pool):
+        """The batch of a step, drawn from the pool with key fold_in(train_key, step): images, the text
+        conditioning after dropout, and the key of the loss's noise and times."""
         config = self.config
-        step = state["step"] + 1
         key_batch, key_drop, key_loss = jax.random.split(jax.random.fold_in(self.train_key, step), 3)
         indices = jax.random.randint(key_batch, (config.batch_size,), 0, pool["images"].shape[0])
         batch = {k: jax.lax.with_sharding_constraint(v[indices], self.batch_sharding) for k, v in pool.items()}
         tokens, pooled = self.text_encoders.drop_text(key_drop, batch["tokens"], batch["pooled"])
+        return batch["images"], tokens, pooled, key_loss
+
+    def _update(self, formulation, state, images, tokens, pooled, key_loss):
+        """One AdamW step (and EMA update) of one run on a given batch."""
+        config = self.config
+        step = state["step"] + 1
 
         def loss_fn(params):
-            return formulation.loss(self.model_fn(params, tokens, pooled), batch["images"], key_loss)
+            return formulation.loss(self.model_fn(params, tokens, pooled), images, key_loss)
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
         updates, opt = self.optimizer.update(grads, state["opt"], state["params"])
@@ -282,6 +288,16 @@ class Trainer:
         ema = ema_update(state["ema"], params, config.ema_decay, step % config.ema_every == 0)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         return {"params": params, "ema": ema, "opt": opt, "step": step}, metrics
+
+    def _train_step(self, formulation, state, pool):
+        """One run's step on the batch of its next step."""
+        return self._update(formulation, state, *self._batch(state["step"] + 1, pool))
+
+    def _stacked_train_step(self, formulation, state, pool):
+        """K stacked runs' step: the batch is drawn once (every run is at the same step and draws the same
+        batch), the update is vmapped over the runs."""
+        batch = self._batch(state["step"][0] + 1, pool)
+        return jax.vmap(self._update, in_axes=(0, 0, None, None, None, None))(formulation, state, *batch)
 
     def _validation_losses(self, formulation, params, val):
         """Mean loss over the validation set at each of the eight VALIDATION_TIMES (no text dropout)."""
