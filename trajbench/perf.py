@@ -9,10 +9,10 @@ from functools import lru_cache
 import numpy as np
 
 TRAIN_EFFICIENCY = 0.12
-"""Fraction of the matmul peak that a small-model training step reaches on a CPU (measured for the smoke and
-quick presets on a 2-core machine; small matrices and the optimizer keep it well below the peak)."""
+"""Fraction of the matmul peak that a small-model training step reaches on a CPU: benchmarks/bench.py measured
+an MFU of 0.14 (smoke preset) and 0.17 (quick) on a 2-core machine; small matrices keep it well below the peak."""
 SAMPLE_EFFICIENCY = 0.12
-COMPILE_SECONDS = 25.0  # per cell: the train step, validation, and each sampler program (cold cache)
+COMPILE_SECONDS = 25.0  # per cell: the train step (19-31 s measured by benchmarks/bench.py), cold cache
 EVALUATOR_SECONDS = 90.0  # training one evaluator network, once per dataset (then cached)
 
 
