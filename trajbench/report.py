@@ -140,13 +140,23 @@ def _figure(rows: int, cols: int, width: float = 6.0, height: float = 4.2):
     return plt, fig, axes
 
 
-def _save(plt, fig, out) -> Path:
+def _save(plt, fig, out, bottom: float = 0.0) -> Path:
+    """Lay out (keeping the bottom fraction ``bottom`` free for a figure legend) and write a PNG."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def _step_ticks(ax, steps) -> None:
+    """Log x axis labelled with the step counts only (no minor-tick labels)."""
+    from matplotlib.ticker import NullFormatter
+
+    steps = sorted({int(s) for s in steps})
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def curve_guidance(metrics, requested: float | None) -> float:
@@ -170,13 +180,12 @@ def plot_metric_vs_steps(metrics, out, *, guidance: float, weights: str = "ema")
             for (family, variant), line in means.groupby(["family", "variant"], sort=False):
                 ax.plot(line["steps"], line["value"], marker="o", ms=3, lw=1.2, color=colours[family], alpha=0.85)
             ax.set(xscale="log", xlabel="sampling steps", ylabel=label, title=f"{dataset}: {label.split(' (')[0]}")
-            ax.set_xticks(sorted(part["steps"].unique()), [str(s) for s in sorted(part["steps"].unique())])
+            _step_ticks(ax, part["steps"])
             ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colour, lw=2, label=family) for family, colour in colours.items()]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(f"metric vs sampling steps (guidance {guidance:g}, {weights} weights)")
-    fig.subplots_adjust(bottom=0.15)
-    return _save(plt, fig, out)
+    return _save(plt, fig, out, bottom=0.12 / max(len(datasets), 1))
 
 
 def plot_rank_vs_steps(metrics, out, *, label_top: int = 6) -> Path:
@@ -194,18 +203,24 @@ def plot_rank_vs_steps(metrics, out, *, label_top: int = 6) -> Path:
         emphasis = variant in best
         ax.plot(line["steps"], line["rank"], marker="o", ms=3, color=colours[family], lw=2 if emphasis else 1,
                 alpha=0.95 if emphasis else 0.5)
-        if emphasis:
-            ax.annotate(variant, (last, line[line["steps"] == last]["rank"].iloc[0]), xytext=(4, 0),
-                        textcoords="offset points", fontsize=7, va="center")
+    # label the best variants at the right end, moved apart where their ranks tie
+    ends = by_steps[(by_steps["steps"] == last) & by_steps["variant"].isin(best)].sort_values(["rank", "variant"])
+    spacing = 0.04 * max(by_steps["rank"].max() - by_steps["rank"].min(), 1.0)
+    y_previous = -np.inf
+    for _, end in ends.iterrows():
+        y = max(end["rank"], y_previous + spacing)
+        ax.annotate(end["variant"], (last, end["rank"]), xytext=(last * 1.06, y), fontsize=7, va="center",
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5"))
+        y_previous = y
     steps = sorted(by_steps["steps"].unique())
     ax.set(xscale="log", xlabel="sampling steps", ylabel="mean rank (1 = Pareto-optimal)",
-           title="rank versus sampling steps")
-    ax.set_xticks(steps, [str(s) for s in steps])
+           title="rank versus sampling steps", xlim=(min(steps) / 1.15, last * 2.2))
+    _step_ticks(ax, steps)
     ax.invert_yaxis()
     ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colour, lw=2, label=family) for family, colour in colours.items()]
-    ax.legend(handles=handles, fontsize=7, loc="lower left")
-    return _save(plt, fig, out)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
+    return _save(plt, fig, out, bottom=0.1)
 
 
 # ---- grid results: the report ---------------------------------------------------------------------------
