@@ -15,6 +15,18 @@ def test_settings_parse_and_label():
     assert setting.label == "25x2" and SamplerSetting.parse("10x1.5/heun").label == "10x1.5/heun"
 
 
+def test_every_training_seed_is_scored_on_the_same_evaluation_data():
+    from trajbench.data import get_dataset
+    from trajbench.evaluate import evaluation_dataset
+    from trajbench.train import resolve_config
+
+    config = resolve_config("smoke", formulation="rf", dataset="synth-cc12m", seed=3)
+    index = np.arange(16)
+    scored = evaluation_dataset(config)
+    assert scored.captions("val", index) == get_dataset("synth-cc12m", resolution=16, seed=0).captions("val", index)
+    assert scored.captions("val", index) != get_dataset("synth-cc12m", resolution=16, seed=3).captions("val", index)
+
+
 @pytest.mark.parametrize("bad, message", [("25", "malformed"), ("0x2", "malformed"), ("5x2/rk4", "unknown solver")])
 def test_bad_settings_are_one_line_errors(bad, message):
     with pytest.raises(RunError, match=message):

@@ -72,14 +72,13 @@ def cmd_train(args) -> None:
 def cmd_sample(args) -> None:
     import numpy as np
 
-    from trajbench.data import get_dataset
     from trajbench.data.preview import write_image_grid
-    from trajbench.evaluate import SamplerSetting, generate_images
+    from trajbench.evaluate import SamplerSetting, evaluation_dataset, generate_images
     from trajbench.train import load_run
 
     setting = SamplerSetting.parse(f"{args.steps}x{args.guidance}/{args.solver}")
     run = load_run(args.run_dir, args.checkpoint)
-    dataset = get_dataset(run.config.dataset, resolution=run.config.resolution, seed=run.config.seed)
+    dataset = evaluation_dataset(run.config)
     captions = list(args.prompt) or dataset.captions("val", np.arange(args.n))
     tokens, pooled = run.text_encoders.encode(captions)
     images, info = generate_images(run, args.weights, setting, tokens, pooled, seed=args.seed)

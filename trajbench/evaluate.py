@@ -1,7 +1,7 @@
 """From a trained run to comparable numbers: sample with each sampler setting and weight set, then score.
 
 Protocol (the paper's, at small scale): prompts are the first ``num_samples`` captions of the dataset's
-held-out ``val`` split; one image per prompt; FID and KID on the in-house evaluator's image features against
+held-out ``val`` split, generated with EVALUATION_SEED whatever the run's training seed; one image per prompt; FID and KID on the in-house evaluator's image features against
 the fixed ``reference`` split; CLIP score with the evaluator's towers against each image's own prompt;
 GenEval-style accuracy per category on ``synth-cc12m``; 95 % bootstrap intervals over the generated set.
 The sampler is the same for every formulation: the shared rectified-flow ODE (``coordinates="rf"``), with
@@ -52,6 +52,17 @@ class SamplerSetting:
 
 
 DEFAULT_SETTINGS = ("5x2.0", "25x2.0", "50x2.0")
+
+EVALUATION_SEED = 0
+"""Every run is scored on its dataset generated with this seed, whatever seed it trained with: the same prompts,
+reference set and evaluator networks for every variant and every training seed, so their numbers compare."""
+
+
+def evaluation_dataset(config):
+    """The dataset a run is scored on (and its prompts drawn from): ``config.dataset`` at EVALUATION_SEED."""
+    from trajbench.data import get_dataset
+
+    return get_dataset(config.dataset, resolution=config.resolution, seed=EVALUATION_SEED)
 
 
 def generate_images(run, weights: str, setting: SamplerSetting, tokens, pooled, *, seed: int = 0,
@@ -117,13 +128,12 @@ def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), 
     ``evaluator_config`` / ``geneval_config``: overrides of the evaluator networks' configs (dicts of their
     fields; None = the defaults); they are part of the evaluator cache key.  ``skip``: (weights, setting label)
     pairs already scored (a resumed grid cell); ``progress(row)`` is called as each row is finished."""
-    from trajbench.data import get_dataset
     from trajbench.metrics.evaluator import load_or_train_evaluator
 
     settings = [s if isinstance(s, SamplerSetting) else SamplerSetting.parse(s) for s in settings]
     run = load_run(run_dir, checkpoint)
     config = run.config
-    dataset = get_dataset(config.dataset, resolution=config.resolution, seed=config.seed)
+    dataset = evaluation_dataset(config)
     evaluator = load_or_train_evaluator(dataset, cache_dir=cache_dir, config=evaluator_config)
     geneval = None
     if dataset.name == "synth-cc12m":

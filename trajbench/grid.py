@@ -195,13 +195,12 @@ def _setting(text: str):
 
 def write_sample_grid(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> Path:
     """The first ``grid_images`` validation prompts, sampled with ``grid_setting`` and EMA weights."""
-    from trajbench.data import get_dataset
     from trajbench.data.preview import write_image_grid
-    from trajbench.evaluate import generate_images
+    from trajbench.evaluate import evaluation_dataset, generate_images
     from trajbench.train import load_run
 
     run = load_run(layout.cell_dir(cell) / "run", spec.eval.checkpoint)
-    dataset = get_dataset(cell.dataset, resolution=run.config.resolution, seed=run.config.seed)
+    dataset = evaluation_dataset(run.config)
     captions = dataset.captions("val", np.arange(spec.eval.grid_images))
     tokens, pooled = run.text_encoders.encode(captions)
     setting = _setting(spec.eval.grid_setting)
