@@ -127,3 +127,18 @@ def test_findings_say_cannot_tell_when_variants_or_step_counts_are_missing():
     assert verdicts["rf/lognorm(0.00, 1.00) ranks first overall"] is None
     assert verdicts["rf/lognorm(0.50, 0.60) is best at 50 steps but not at 5 steps"] is None
     assert len(verdicts) == 6 - 1  # the step-degradation finding needs the metrics table
+
+
+def test_discrimination_by_hand():
+    from trajbench.report import discrimination
+
+    # two variants, two seeds: A = 10, 12 (std sqrt 2), B = 20, 20 (std 0); spread 9, pooled std sqrt(1) = 1
+    rows = pd.concat([long_rows({("A", "d", "ema", 5): (0.3, fid)}, seeds=(seed,))
+                      for seed, fid in ((0, 10.0), (1, 12.0))]
+                     + [long_rows({("B", "d", "ema", 5): (0.3, 20.0)}, seeds=(0, 1))])
+    table = discrimination(rows, names=("fid",))
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["spread"] == pytest.approx(9.0) and row["seed_std"] == pytest.approx(1.0)
+    assert row["ratio"] == pytest.approx(9.0) and (row["variants"], row["seeds"]) == (2, 2)
+    assert discrimination(long_rows({("A", "d", "ema", 5): (0.3, 1.0)})).empty  # one seed: nothing to say

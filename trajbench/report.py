@@ -109,6 +109,26 @@ def seed_agreement(metrics) -> dict:
     return out
 
 
+def discrimination(metrics, names=("fid", "clip_score")) -> "pd.DataFrame":
+    """Do the results separate the variants beyond seed noise? Per metric and setting, over the variants run
+    with at least two seeds: spread = max - min of the variants' seed means, seed_std = the pooled seed-to-seed
+    standard deviation sqrt(mean_v s_v^2), and their ratio. Empty with one seed."""
+    import pandas as pd
+
+    rows = metrics[metrics["metric"].isin(list(names))]
+    keys = ["metric", "dataset", "weights", "setting"]
+    per = rows.groupby([*keys, "variant"])["value"].agg(["mean", "std", "size"]).reset_index()
+    per = per[per["size"] >= 2]
+    out = []
+    for key, part in per.groupby(keys, sort=False):
+        if len(part) < 2:
+            continue
+        spread, seed_std = part["mean"].max() - part["mean"].min(), float(np.sqrt((part["std"] ** 2).mean()))
+        out.append({**dict(zip(keys, key)), "variants": len(part), "seeds": int(part["size"].min()),
+                    "spread": spread, "seed_std": seed_std, "ratio": spread / seed_std if seed_std else np.inf})
+    return pd.DataFrame(out)
+
+
 def to_markdown(table, digits: int = 2) -> str:
     return table.to_markdown(index=False, floatfmt=f".{digits}f")
 
@@ -259,6 +279,10 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
                 ("Table 1, the paper's view: the two best variants per family", best_two),
                 (f"Table 2: CLIP score and FID at {t2_label} ({table2_weights} weights)", per_step),
                 ("Rank stability: rank_all under resampling of every metric within its CI", stability)]
+    separation = discrimination(metrics)
+    if len(separation):
+        sections.append(("Discrimination: spread across variants over the seed-to-seed standard deviation",
+                         separation))
     (out / "tables.md").write_text("\n\n".join(f"### {title}\n\n{to_markdown(t)}" for title, t in sections) + "\n")
     (out / "tables.tex").write_text("\n\n".join(to_latex(t, caption=title) for title, t in sections))
 
