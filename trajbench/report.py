@@ -129,12 +129,14 @@ def discrimination(metrics, names=("fid", "clip_score")) -> "pd.DataFrame":
     return pd.DataFrame(out)
 
 
-def to_markdown(table, digits: int = 2) -> str:
-    return table.to_markdown(index=False, floatfmt=f".{digits}f")
+def to_markdown(table, digits: int = 4) -> str:
+    """A Markdown table; numbers with ``digits`` significant digits (ranks, FID and CLIP score alike)."""
+    return table.to_markdown(index=False, floatfmt=f".{digits}g")
 
 
-def to_latex(table, digits: int = 2, caption: str = "") -> str:
-    styler = table.style.hide(axis="index").format(precision=digits, na_rep="--")
+def to_latex(table, digits: int = 4, caption: str = "") -> str:
+    styler = table.style.hide(axis="index").format(lambda v: f"{v:.{digits}g}", subset=table.select_dtypes(
+        "number").columns, na_rep="--")
     return styler.to_latex(caption=caption or None, hrules=True).replace("_", r"\_")
 
 
