@@ -131,6 +131,7 @@ def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), 
     from trajbench.metrics.evaluator import load_or_train_evaluator
 
     settings = [s if isinstance(s, SamplerSetting) else SamplerSetting.parse(s) for s in settings]
+    skip = set(skip)
     run = load_run(run_dir, checkpoint)
     config = run.config
     dataset = evaluation_dataset(config)
@@ -149,7 +150,7 @@ def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), 
     rows = []
     for which in weights:
         for setting in settings:
-            if (which, setting.label) in set(skip):
+            if (which, setting.label) in skip:
                 continue
             started = time.time()
             images, info = generate_images(run, which, setting, tokens, pooled, seed=seed)
