@@ -7,12 +7,14 @@ import pytest
 
 from trajbench.metrics import (
     bootstrap_ci,
+    bootstrap_indices,
     clip_score,
     clip_score_per_example,
     feature_statistics,
     fid_with_ci,
     frechet_distance,
     frechet_distance_from_stats,
+    frechet_distances_to,
     kid,
     mmd2_unbiased,
 )
@@ -257,3 +259,21 @@ def test_bias_corrected_fid_interval_is_centred_where_the_percentile_one_is_not(
     # the same width, moved by the replicates' mean shift
     width = percentile["ci_high"] - percentile["ci_low"]
     assert corrected["ci_high"] - corrected["ci_low"] == pytest.approx(width)
+
+
+@pytest.mark.parametrize("n, d", [(40, 64), (300, 8)])  # fewer samples than dimensions (N x N route), and more
+def test_batched_fid_equals_the_per_set_formula_and_the_generic_bootstrap(n, d):
+    rng = np.random.default_rng(15)
+    ref = correlated(rng, 500, d)
+    gen = correlated(rng, n, d) * 1.3 + 0.2
+    mu_r, sigma_r = feature_statistics(ref)
+    indices = bootstrap_indices(n, 20, seed=3)
+    batched = frechet_distances_to(gen[indices], mu_r, sigma_r)
+    one_by_one = [frechet_distance_from_stats(*feature_statistics(gen[i]), mu_r, sigma_r) for i in indices]
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-6)
+    # fid_with_ci's batched replicates give the interval bootstrap_ci gives with the per-set FID
+    out = fid_with_ci(gen, ref, n_boot=20, seed=3, method="bias_corrected")
+    generic = bootstrap_ci(lambda g: frechet_distance_from_stats(*feature_statistics(g), mu_r, sigma_r), gen,
+                           n_boot=20, seed=3, method="bias_corrected")
+    np.testing.assert_allclose([out["ci_low"], out["ci_high"]], generic, rtol=1e-6)
+    assert out["fid"] == pytest.approx(frechet_distance(gen, ref), rel=1e-6)

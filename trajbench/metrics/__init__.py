@@ -26,10 +26,12 @@ import importlib
 
 from trajbench.metrics.stats import (
     bootstrap_ci,
+    bootstrap_indices,
     clip_score,
     clip_score_per_example,
     feature_statistics,
     fid_with_ci,
+    frechet_distances_to,
     frechet_distance,
     frechet_distance_from_stats,
     kid,
@@ -55,11 +57,13 @@ _LAZY = {
 
 __all__ = [
     "bootstrap_ci",
+    "bootstrap_indices",
     "clip_score",
     "clip_score_per_example",
     "feature_statistics",
     "fid_with_ci",
     "frechet_distance",
+    "frechet_distances_to",
     "frechet_distance_from_stats",
     "kid",
     "mmd2_unbiased",

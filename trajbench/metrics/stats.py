@@ -23,7 +23,10 @@ __all__ = [
     "clip_score",
     "clip_score_per_example",
     "feature_statistics",
+    "bootstrap_indices",
     "fid_with_ci",
+    "frechet_distances_to",
+    "interval_from_replicates",
     "frechet_distance",
     "frechet_distance_from_stats",
     "kid",
@@ -208,28 +211,42 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = 1000, l
     """
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array to resample")
+    _check_interval(n_boot, level, method)
+    arrays = [np.asarray(a) for a in arrays]
+    n = arrays[0].shape[0] if arrays[0].ndim else 0
+    if n < 1 or any(a.ndim == 0 or a.shape[0] != n for a in arrays):
+        raise ValueError(f"arrays must share a non-empty first dimension, got shapes {[a.shape for a in arrays]}")
+    reps = np.array([float(statistic(*[a[idx] for a in arrays])) for idx in bootstrap_indices(n, n_boot, seed)])
+    return interval_from_replicates(reps, lambda: float(statistic(*arrays)), level=level, method=method)
+
+
+def _check_interval(n_boot: int, level: float, method: str) -> None:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if method not in ("percentile", "basic", "bias_corrected"):
         raise ValueError(f"method must be 'percentile', 'basic' or 'bias_corrected', got {method!r}")
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
-    arrays = [np.asarray(a) for a in arrays]
-    n = arrays[0].shape[0] if arrays[0].ndim else 0
-    if n < 1 or any(a.ndim == 0 or a.shape[0] != n for a in arrays):
-        raise ValueError(f"arrays must share a non-empty first dimension, got shapes {[a.shape for a in arrays]}")
+
+
+def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """``[n_boot, n]`` example indices, each row N draws uniformly with replacement (the replicates of
+    :func:`bootstrap_ci`, in its order)."""
     rng = np.random.default_rng(seed)
-    reps = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, n)
-        reps[b] = float(statistic(*[a[idx] for a in arrays]))
+    return np.stack([rng.integers(0, n, n) for _ in range(n_boot)])
+
+
+def interval_from_replicates(reps, estimate: Callable[[], float], *, level: float = 0.95,
+                             method: str = "percentile") -> tuple[float, float]:
+    """The bootstrap interval of :func:`bootstrap_ci` from its replicates; ``estimate()`` gives theta (called
+    only by the methods that need it)."""
     alpha = (1.0 - level) / 2.0
     lo, hi = np.nanquantile(reps, [alpha, 1.0 - alpha])  # a replicate may be undefined (NaN)
     if method == "basic":
-        theta = float(statistic(*arrays))
+        theta = estimate()
         lo, hi = 2 * theta - hi, 2 * theta - lo
     elif method == "bias_corrected":
-        bias = float(np.nanmean(reps)) - float(statistic(*arrays))
+        bias = float(np.nanmean(reps)) - estimate()
         lo, hi = lo - bias, hi - bias
     return float(lo), float(hi)
 
@@ -243,15 +260,41 @@ def fid_with_ci(generated_features, reference, *, n_boot: int = 100, level: floa
     estimate when the FID is small (near the floor); ``method="bias_corrected"`` (what ``trajbench eval``
     reports) moves it back by the replicates' mean shift, ``"basic"`` reflects it about the estimate.
     """
+    _check_interval(n_boot, level, method)
     mu_r, sigma_r = tuple(reference) if isinstance(reference, tuple) else feature_statistics(reference)
-    root_r = psd_sqrt(sigma_r)
     gen = _features(generated_features, "generated_features")
-
-    def fid_of(g):
-        return frechet_distance_from_stats(*feature_statistics(g), mu_r, sigma_r, root_b=root_r)
-
-    fid = fid_of(gen)
-    lo, hi = bootstrap_ci(fid_of, gen, n_boot=n_boot, level=level, seed=seed, method=method)
+    if gen.shape[0] < 2:
+        raise ValueError(f"need at least 2 generated feature vectors, got {gen.shape[0]}")
+    mu_r, sigma_r = np.asarray(mu_r, np.float64), np.asarray(sigma_r, np.float64)
+    root_r = psd_sqrt(sigma_r) if gen.shape[0] >= gen.shape[1] else None
+    fid = float(frechet_distances_to(gen[None], mu_r, sigma_r, root_r)[0])
+    indices = bootstrap_indices(gen.shape[0], n_boot, seed)
+    reps = np.concatenate([frechet_distances_to(gen[chunk], mu_r, sigma_r, root_r)
+                           for chunk in np.array_split(indices, max(1, indices.size * gen.shape[1] // (1 << 24)))])
+    lo, hi = interval_from_replicates(reps, lambda: fid, level=level, method=method)
     return {"fid": fid, "ci_low": lo, "ci_high": hi, "n": int(gen.shape[0])}
 
 
+def frechet_distances_to(feature_sets, mu_r, sigma_r, root_r=None) -> np.ndarray:
+    """FIDs of a stack of feature sets ``[B, N, D]`` against the fixed Gaussian ``N(mu_r, S_r)``: ``[B]``.
+
+    With ``C`` the centred ``[N, D]`` features, ``S = C^T C / (N-1)``, and the non-zero eigenvalues of
+    ``S S_r`` are those of the ``N x N`` matrix ``C S_r C^T / (N-1)`` (``AB`` and ``BA`` share them), so when
+    ``N < D`` ``Tr((S S_r)^{1/2})`` needs an ``N x N`` ``eigvalsh`` per set (no ``S_r^{1/2}``); otherwise the
+    ``D x D`` route of :func:`trace_sqrt_product` (``root_r = psd_sqrt(S_r)`` computed once if not given).
+    Equal to :func:`frechet_distance_from_stats` on each set to round-off; all sets are one batched call.
+    """
+    x = np.asarray(feature_sets, np.float64)
+    n, d = x.shape[1], x.shape[2]
+    mu = x.mean(axis=1)
+    centred = x - mu[:, None, :]
+    trace_a = np.einsum("bnd,bnd->b", centred, centred) / (n - 1)
+    if n < d:
+        product = centred @ sigma_r @ centred.transpose(0, 2, 1) / (n - 1)
+    else:
+        root_r = psd_sqrt(sigma_r) if root_r is None else root_r
+        product = root_r @ (centred.transpose(0, 2, 1) @ centred / (n - 1)) @ root_r
+    lam = np.linalg.eigvalsh(product)
+    diff = mu - mu_r
+    value = np.einsum("bd,bd->b", diff, diff) + trace_a + np.trace(sigma_r) - 2.0 * np.sqrt(np.clip(lam, 0.0, None)).sum(-1)
+    return np.maximum(value, 0.0)
