@@ -46,6 +46,15 @@ def test_overrides_reach_every_section():
     assert len(spec.cells()) == 6 and spec.train_config(spec.cells()[0]).steps == 7
 
 
+def test_per_dataset_train_tables():
+    spec = load_spec(SMOKE, ['datasets=["synth-imagenet", "synth-cc12m"]', "train.synth-imagenet.text_words=5",
+                             "train.synth-imagenet.steps=9"])
+    by_dataset = {c.dataset: spec.train_config(c) for c in spec.cells()}
+    assert by_dataset["synth-imagenet"].text_words == 5 and by_dataset["synth-imagenet"].steps == 9
+    assert by_dataset["synth-cc12m"].text_words == 16 and by_dataset["synth-cc12m"].steps == spec.train["steps"]
+    assert spec.recipe()["train"]["synth-imagenet"] == {"text_words": 5, "steps": 9}  # part of the recipe
+
+
 def test_variant_selection_forms():
     modes = resolve_variants(["rf/mode"])  # the paper's 8 mode-sampling variants, not the extras
     assert len(modes) == 8 and modes[-2:] == ["rf/mode(1.29)", "rf/mode(1.75)"]
@@ -62,6 +71,9 @@ def test_shards_partition_the_cells():
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "train.nonsense=1"], "unknown or per-cell field"),
+    (["--set", "train.synth-cc12m.steps=5"], "[train.synth-cc12m] names no dataset of this spec"),
+    (["--set", "train.synth-imagenet.seed=5"], "[train.synth-imagenet] has unknown or per-cell field(s) seed"),
+    (["--set", "train.synth-imagenet.text_words=0"], "text_words must be >= 1"),
     (["--set", "bogus=1"], "unknown field 'bogus'"),
     (["--set", 'variants=["rf/lognrm(0,1)"]'], "rf/lognorm"),
     (["--set", 'datasets=["imagenet"]'], "unknown dataset 'imagenet'"),

@@ -91,6 +91,26 @@ def test_completed_run_is_not_redone_and_a_different_config_is_refused(finished_
         train(tiny(lr=5e-4), run, progress=False)
 
 
+def test_text_words_sets_the_text_sequence_and_older_run_folders_still_match(finished_run):
+    from trajbench.train import build_text_encoders, model_config
+
+    short = tiny(text_words=5)
+    assert model_config(short).max_text_tokens == 10
+    tokens, _ = build_text_encoders(short).encode(["a photo of a circle", "a red star to the left of a ring"])
+    assert tokens.shape[1] == 10 and np.any(tokens[1, 4]) and np.any(tokens[1, 9])  # long caption cut at 5 words
+    # a config.json written before text_words existed is the same config (the field had its default)
+    run, summary = finished_run
+    path = run / "config.json"
+    record = json.loads(path.read_text())
+    saved = path.read_text()
+    try:
+        del record["config"]["text_words"]
+        path.write_text(json.dumps(record))
+        assert train(tiny(), run, progress=False) == summary
+    finally:
+        path.write_text(saved)
+
+
 def test_stop_and_resume_gives_identical_results(finished_run, tmp_path):
     run, _ = finished_run
     train(tiny(), tmp_path / "r", progress=False, stop_after=15)

@@ -374,13 +374,16 @@ def is_user_error(error: Exception) -> bool:
 
 def enable_compilation_cache() -> None:
     """Keep compiled XLA programs on disk (``$JAX_COMPILATION_CACHE_DIR``, else ``$TRAJBENCH_CACHE/xla``, else
-    ``~/.cache/trajbench/xla``), so the cells of a grid and a resumed run do not compile the same step again."""
+    ``~/.cache/trajbench/xla``), so the cells of a grid and a resumed run do not compile the same step again.
+    Every program is kept, not only those over jax's default 1 s of compile time: a run's dozens of small
+    programs (initialisation, validation, EMA, sampling) otherwise cost about 15 s of compiling per process."""
     import os
 
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return  # jax reads it itself
     import jax
 
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return  # jax reads it itself
     root = Path(os.environ.get("TRAJBENCH_CACHE") or Path.home() / ".cache" / "trajbench").expanduser()
     jax.config.update("jax_compilation_cache_dir", str(root / "xla"))
 

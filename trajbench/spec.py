@@ -12,6 +12,9 @@ with the same sampler settings, so the cells of a spec are comparable. Example (
     preset = "smoke"
     steps = 60
 
+    [train.synth-imagenet] # optional: fields that differ for one dataset's cells
+    text_words = 5
+
     [eval]                 # see EvalSpec
     settings = ["5x2.0", "10x2.0"]
     samples = 64
@@ -115,10 +118,12 @@ class ExperimentSpec:
         return [Cell(v, d, s) for d in self.datasets for v in self.variants for s in self.seeds]
 
     def train_config(self, cell: Cell):
-        """The resolved :class:`trajbench.train.TrainConfig` of a cell."""
+        """The resolved :class:`trajbench.train.TrainConfig` of a cell: the preset, then ``[train]``, then the
+        cell's dataset table ``[train.<dataset>]`` if there is one."""
         from trajbench.train import resolve_config
 
-        values = {k: v for k, v in self.train.items() if k != "preset"}
+        values = {k: v for k, v in self.train.items() if k != "preset" and not isinstance(v, dict)}
+        values |= self.train.get(cell.dataset, {})
         return resolve_config(self.train.get("preset"), formulation=cell.variant, dataset=cell.dataset,
                               seed=cell.seed, **values)
 
@@ -239,10 +244,17 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
         raise SpecError(f"'name' must be a folder-safe string (letters, digits, . + -), got {name!r}")
     train = dict(raw.get("train", {}))
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"formulation", "dataset", "seed"}
-    bad = sorted(set(train) - train_fields - {"preset"})
-    if bad:
-        raise SpecError(f"[train] has unknown or per-cell field(s) {', '.join(bad)}; "
-                        f"valid: preset, {', '.join(sorted(train_fields))}")
+    datasets = _as_list(raw, "datasets", str)
+    tables = {key for key, value in train.items() if isinstance(value, dict)}
+    for key in sorted(tables):
+        if key not in datasets:
+            raise SpecError(f"[train.{key}] names no dataset of this spec; per-dataset tables must be one of "
+                            f"{', '.join(datasets)}")
+    for where, fields in [("[train]", set(train) - tables), *((f"[train.{k}]", set(train[k])) for k in sorted(tables))]:
+        bad = sorted(fields - train_fields - ({"preset"} if where == "[train]" else set()))
+        if bad:
+            raise SpecError(f"{where} has unknown or per-cell field(s) {', '.join(bad)}; "
+                            f"valid: preset, {', '.join(sorted(train_fields))}")
     if "preset" in train and train["preset"] not in PRESETS:
         raise SpecError(f"[train] preset {train['preset']!r} is unknown; presets are {', '.join(PRESETS)}")
     evaluation = _section(EvalSpec, raw, "eval")
@@ -255,7 +267,6 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
         raise SpecError(f"[eval] weights must be a subset of ['ema', 'raw'], got {list(evaluation.weights)}")
     from trajbench.data import DATASET_NAMES
 
-    datasets = _as_list(raw, "datasets", str)
     for dataset in datasets:
         if ":" not in dataset and dataset not in DATASET_NAMES:
             raise SpecError(f"unknown dataset {dataset!r}; use {', '.join(DATASET_NAMES)}, folder:PATH or cifar10:PATH")
@@ -265,8 +276,9 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
         datasets=datasets, seeds=_as_list(raw, "seeds", int), train=train,
         eval=evaluation, report=_section(ReportSpec, raw, "report"), grid=_section(GridSpec, raw, "grid"),
         source=source)
-    try:  # every cell's config must resolve (catches bad values such as steps = 0)
-        spec.train_config(spec.cells()[0])
+    try:  # every dataset's config must resolve (catches bad values such as steps = 0)
+        for dataset in datasets:
+            spec.train_config(Cell(spec.variants[0], dataset, spec.seeds[0]))
     except (RunError, TypeError) as error:
         raise SpecError(f"[train] {error}") from None
     return spec

@@ -74,6 +74,7 @@ class TrainConfig:
     train_examples: int = 8192  # the training pool rendered once and held in memory
     val_examples: int = 256
     text_drop_prob: float = 0.3162  # per text encoder; sqrt(0.1): both dropped on ~10 % of steps
+    text_words: int = 16  # words kept per text encoder (2 x text_words text tokens); longer captions are cut
     # bookkeeping
     log_every: int = 10
     eval_every: int = 100  # validation loss, best-checkpoint selection, and the resume checkpoint
@@ -84,7 +85,7 @@ class TrainConfig:
         if self.eval_every % self.log_every:
             raise RunError(f"eval_every ({self.eval_every}) must be a multiple of log_every ({self.log_every})")
         for name in ("steps", "batch_size", "log_every", "eval_every", "ema_every", "train_examples", "val_examples",
-                     "keep_checkpoints"):
+                     "keep_checkpoints", "text_words"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.text_drop_prob < 1.0:
@@ -140,7 +141,7 @@ def build_text_encoders(config: TrainConfig):
     from trajbench.models.text import TextConfig, TextEncoders
 
     probs = (config.text_drop_prob, config.text_drop_prob)
-    return TextEncoders(TextConfig(drop_probs=probs))
+    return TextEncoders(TextConfig(max_len=config.text_words, drop_probs=probs))
 
 
 def model_config(config: TrainConfig):
@@ -369,6 +370,7 @@ def _check_config(out: Path, config: TrainConfig) -> None:
             existing = json.loads(path.read_text())["config"]
         except (json.JSONDecodeError, KeyError):
             raise RunError(f"{path} is unreadable; delete the folder or choose another --out") from None
+        existing = {**dataclasses.asdict(TrainConfig()), **existing}  # a field added later had its default
         if existing != wanted:
             changed = sorted(k for k in wanted if existing.get(k) != wanted[k])
             raise RunError(f"{out} holds a run with a different config ({', '.join(changed)}); "
