@@ -221,6 +221,18 @@ def test_report_regenerates_every_table_from_metrics_csv_alone(uninterrupted, tm
 
 
 @pytest.mark.slow
+def test_demo_runs_the_spec_and_prints_table1_beside_the_paper(uninterrupted, tmp_path, capsys):
+    """The demo's grid finds every cell done (a copy of the finished grid), so it reports and compares only."""
+    shutil.copytree(uninterrupted, tmp_path / "demo")
+    (tmp_path / "demo" / "smoke" / "README.md").unlink()
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--spec", str(SMOKE), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "3 cells for shard 0/1, 3 already finished, 0 to run" in out
+    assert (tmp_path / "demo" / "smoke" / "README.md").exists() and (tmp_path / "demo" / "formulations.csv").exists()
+    assert "Our Table 1 beside the paper's" in out and "spearman" in out and "eps/linear" in out
+
+
+@pytest.mark.slow
 def test_multivariant_grid_equals_the_one_by_one_grid(uninterrupted, tmp_path):
     """The two rf/lognorm cells of the smoke spec train together in one vmapped program; eps/linear alone."""
     from trajbench.grid import stack_groups

@@ -134,12 +134,13 @@ def cmd_data_preview(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    """What exists so far, end to end on the embedded default: the registry, its densities, the data,
-    and a smoke training run."""
+    """The main job on the embedded default: the registry and its densities, the two datasets, then the grid of
+    ``--spec`` (the 16 Table 1 variants of ``experiments/quick.toml``) trained, scored, ranked and reported, and
+    our Table 1 printed beside the paper's."""
     from trajbench.data import DATASET_NAMES, get_dataset
     from trajbench.data.preview import write_preview
+    from trajbench.grid import GridLayout, run_grid
     from trajbench.report import plot_densities
-    from trajbench.train import resolve_config, train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,12 +152,15 @@ def cmd_demo(args) -> None:
     print(f"wrote {plot_densities(None, out / 'densities.png')}")
     for name in DATASET_NAMES:
         print(f"wrote {write_preview(get_dataset(name, resolution=32), out / f'{name}.png')}")
-    config = resolve_config("smoke", formulation=args.formulation, dataset="synth-cc12m")
-    summary = train(config, out / "run", progress=not args.no_progress)
-    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
-    print(f"trained {config.formulation} on synth-cc12m (smoke preset): loss {rows[0]['loss']:.3f} at step "
-          f"{rows[0]['step']} -> {rows[-1]['loss']:.3f} at step {rows[-1]['step']}; best EMA validation loss "
-          f"{summary['best']['ema_val_loss']:.4f} at step {summary['best']['step']} ({out / 'run'})")
+    spec = load_spec_args(args)
+    counts = run_grid(spec, out, progress=not args.no_progress)
+    if counts.get("failed"):
+        raise UserError(f"{counts['failed']} cell(s) failed; `trajbench grid status {args.spec} --results {out}` "
+                        f"shows why")
+    root = GridLayout(spec, out).root
+    _write_report(spec, root, read_metrics_of(root))
+    print(f"wrote the report of {spec.name} to {root / 'README.md'}\n")
+    _print_comparison(read_metrics_of(root))
 
 
 def load_spec_args(args):
@@ -211,36 +215,50 @@ def cmd_grid_collect(args) -> None:
     print(f"wrote {GridLayout(spec, args.results).metrics_csv} ({len(table)} rows)")
 
 
+def read_metrics_of(root: Path):
+    from trajbench.grid import read_metrics
+
+    return read_metrics(root / "metrics.csv")
+
+
 def _metrics_for(args):
     from trajbench.grid import GridLayout, read_metrics
 
     spec = load_spec_args(args)
     root = GridLayout(spec, args.results).root
-    return spec, root, read_metrics(args.metrics or root / "metrics.csv")
+    return spec, root, read_metrics(args.metrics) if args.metrics else read_metrics_of(root)
 
 
-def cmd_report(args) -> None:
+def _write_report(spec, root: Path, metrics) -> dict:
     from trajbench.report import write_report
 
-    spec, root, metrics = _metrics_for(args)
-    out = write_report(metrics, root, name=spec.name, table2_setting=spec.report.table2_setting,
-                       table2_weights=spec.report.table2_weights, curve_guidance_value=spec.report.curve_guidance,
-                       curve_weights=spec.report.curve_weights)
-    print(f"wrote {root / 'README.md'}, table1.csv, table2.csv, tables.md, tables.tex, {', '.join(out['figures'])}")
+    return write_report(metrics, root, name=spec.name, table2_setting=spec.report.table2_setting,
+                        table2_weights=spec.report.table2_weights, curve_guidance_value=spec.report.curve_guidance,
+                        curve_weights=spec.report.curve_weights)
 
 
-def cmd_compare_paper(args) -> None:
+def _print_comparison(metrics, fmt: str = "markdown") -> None:
     from trajbench.paper import compare, format_comparison
     from trajbench.report import table1
 
-    _, _, metrics = _metrics_for(args)
     result = compare(table1(metrics).drop(columns="family"), metrics)
-    if args.format == "json":
+    if fmt == "json":
         print(json.dumps({"table": result["table"].to_dict("records"),
                           "correlations": result["correlations"].to_dict("records"),
                           "findings": result["findings"]}, indent=1, default=float))
     else:
         print(format_comparison(result))
+
+
+def cmd_report(args) -> None:
+    spec, root, metrics = _metrics_for(args)
+    out = _write_report(spec, root, metrics)
+    print(f"wrote {root / 'README.md'}, table1.csv, table2.csv, tables.md, tables.tex, {', '.join(out['figures'])}")
+
+
+def cmd_compare_paper(args) -> None:
+    _, _, metrics = _metrics_for(args)
+    _print_comparison(metrics, args.format)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -349,11 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("markdown", "json"), default="markdown")
     p.set_defaults(run=cmd_compare_paper)
 
-    p = commands.add_parser("demo", help="run the main job on the embedded default",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="results/demo", help="output folder")
-    p.add_argument("--formulation", default="rf/lognorm(0.00, 1.00)", help="formulation of the smoke run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = commands.add_parser("demo", help="run the main job on the embedded default: the quick study, Table 1 "
+                                         "beside the paper's", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="results/demo", help="output folder (the grid's results folder)")
+    p.add_argument("--spec", default="experiments/quick.toml", help="the study to run")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_demo)
     return parser
 
@@ -381,7 +400,8 @@ def enable_compilation_cache() -> None:
 
     import jax
 
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return  # jax reads it itself
     root = Path(os.environ.get("TRAJBENCH_CACHE") or Path.home() / ".cache" / "trajbench").expanduser()

@@ -67,19 +67,23 @@ def evaluation_dataset(config):
 
 def generate_images(run, weights: str, setting: SamplerSetting, tokens, pooled, *, seed: int = 0,
                     batch_size: int = 128) -> tuple[np.ndarray, dict]:
-    """Images for the conditions (tokens, pooled) in batches; noise from fold_in(key(seed), batch index)."""
+    """Images for the conditions (tokens, pooled) in batches; noise from fold_in(key(seed), batch index). A latent
+    run samples latents (not clipped) and decodes them; images are clipped to [-1, 1]."""
     from trajbench.samplers import for_sampling, jit_generate
+    from trajbench.train import data_shape
 
     network = jax.tree_util.Partial(run.model.apply, run.weights[weights])
     formulation = for_sampling(run.formulation)
-    shape = (run.config.resolution, run.config.resolution, 3)
     images, info = [], {}
     for index, start in enumerate(range(0, tokens.shape[0], batch_size)):
         batch, info = jit_generate(
             formulation, network, jnp.asarray(tokens[start:start + batch_size]),
             jnp.asarray(pooled[start:start + batch_size]), jax.random.fold_in(jax.random.key(seed), index),
             steps=setting.steps, guidance=setting.guidance, solver=setting.solver, coordinates=setting.coordinates,
-            grid=setting.grid, image_shape=shape, x0_clip=setting.x0_clip)
+            grid=setting.grid, image_shape=data_shape(run.config), x0_clip=setting.x0_clip,
+            clip=run.autoencoder is None)
+        if run.autoencoder is not None:
+            batch = jnp.clip(run.autoencoder.to_image(batch), -1.0, 1.0)
         images.append(np.asarray(batch))
     info = {k: int(v) for k, v in info.items()}
     return np.concatenate(images), info

@@ -59,6 +59,10 @@ class TrainConfig:
     heads: int = 2
     patch_size: int = 2
     dtype: str = "float32"  # compute dtype; "bfloat16" for accelerators (parameters stay float32)
+    # latent space: 1 = pixels; f > 1 = the latents [res/f, res/f, latent_channels] of the dataset's autoencoder
+    latent_factor: int = 1
+    latent_channels: int = 4
+    autoencoder_steps: int = 800  # the autoencoder's training budget (part of its cache key)
     # optimisation (paper: AdamW, lr 1e-4, 1000 warm-up steps, batch 1024)
     batch_size: int = 32
     steps: int = 600
@@ -85,9 +89,12 @@ class TrainConfig:
         if self.eval_every % self.log_every:
             raise RunError(f"eval_every ({self.eval_every}) must be a multiple of log_every ({self.log_every})")
         for name in ("steps", "batch_size", "log_every", "eval_every", "ema_every", "train_examples", "val_examples",
-                     "keep_checkpoints", "text_words"):
+                     "keep_checkpoints", "text_words", "autoencoder_steps"):
             if getattr(self, name) < 1:
                 raise RunError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.latent_factor < 1 or self.latent_factor & (self.latent_factor - 1) or self.resolution % self.latent_factor:
+            raise RunError(f"latent_factor must be 1 or a power of two dividing the resolution {self.resolution}, "
+                           f"got {self.latent_factor}")
         if not 0.0 <= self.text_drop_prob < 1.0:
             raise RunError(f"text_drop_prob must lie in [0, 1), got {self.text_drop_prob}")
 
@@ -144,13 +151,35 @@ def build_text_encoders(config: TrainConfig):
     return TextEncoders(TextConfig(max_len=config.text_words, drop_probs=probs))
 
 
+def data_shape(config: TrainConfig) -> tuple[int, int, int]:
+    """[H, W, C] of what the model denoises: the image, or its latent (``latent_factor > 1``)."""
+    if config.latent_factor == 1:
+        return config.resolution, config.resolution, 3
+    side = config.resolution // config.latent_factor
+    return side, side, config.latent_channels
+
+
+def build_autoencoder(config: TrainConfig):
+    """The run's autoencoder, None in pixel space. One per (dataset, resolution, latent shape), shared by every
+    seed (it is trained on the dataset at seed 0) and cached; see :mod:`trajbench.models.autoencoder`."""
+    if config.latent_factor == 1:
+        return None
+    from trajbench.data import get_dataset
+    from trajbench.models.autoencoder import load_or_train_autoencoder
+
+    dataset = get_dataset(config.dataset, resolution=config.resolution, seed=0)
+    return load_or_train_autoencoder(dataset, config={"factor": config.latent_factor, "channels": config.latent_channels,
+                                                      "steps": config.autoencoder_steps})
+
+
 def model_config(config: TrainConfig):
     """The :class:`MMDiTConfig` of a run (text sizes from its text encoders' config)."""
     from trajbench.models.mmdit import MMDiTConfig
 
+    side, _, channels = data_shape(config)
     return MMDiTConfig(
         depth=config.depth, width=config.width or None, heads=config.heads or None, patch_size=config.patch_size,
-        image_size=config.resolution, channels=3, dtype=config.dtype, **build_text_encoders(config).model_kwargs(),
+        image_size=side, channels=channels, dtype=config.dtype, **build_text_encoders(config).model_kwargs(),
     )
 
 
@@ -160,11 +189,14 @@ def build_model(config: TrainConfig):
     return MMDiT(model_config(config))
 
 
-def load_split(dataset, text_encoders, split: str, count: int) -> dict[str, np.ndarray]:
-    """Images and encoded captions of the first ``count`` items of a split."""
+def load_split(dataset, text_encoders, split: str, count: int, autoencoder=None) -> dict[str, np.ndarray]:
+    """Images (their standardised latents, given an autoencoder) and encoded captions of the first ``count``
+    items of a split."""
     count = min(count, dataset.split_size(split))
     indices = np.arange(count)
     images = dataset.images(split, indices)
+    if autoencoder is not None:
+        images = autoencoder.to_latent(images)
     tokens, pooled = text_encoders.encode(dataset.captions(split, indices))
     return {"images": np.asarray(images, np.float32), "tokens": np.asarray(tokens, np.float32),
             "pooled": np.asarray(pooled, np.float32)}
@@ -227,6 +259,7 @@ class Trainer:
         self.variants = variants
         self.formulation: Formulation = formulations.get(config.formulation)
         self.text_encoders = build_text_encoders(config)
+        self.autoencoder = build_autoencoder(config)
         self.model = build_model(config)
         self.optimizer = make_optimizer(config)
         devices = jax.device_count()
@@ -514,8 +547,10 @@ def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool
     from trajbench.data import get_dataset
 
     dataset = get_dataset(config.dataset, resolution=config.resolution, seed=config.seed)
-    pool = jax.device_put(load_split(dataset, trainer.text_encoders, "train", config.train_examples), trainer.replicated)
-    val = jax.device_put(load_split(dataset, trainer.text_encoders, "val", config.val_examples), trainer.replicated)
+    pool = jax.device_put(load_split(dataset, trainer.text_encoders, "train", config.train_examples,
+                                     trainer.autoencoder), trainer.replicated)
+    val = jax.device_put(load_split(dataset, trainer.text_encoders, "val", config.val_examples, trainer.autoencoder),
+                         trainer.replicated)
     fresh = trainer.init_state(pool)
     states = [folders[k].open(fresh) for k in pending]
     starts = {folders[k].start for k in pending}
@@ -590,7 +625,8 @@ def _last_logged_loss(path: Path) -> float:
 
 @dataclass
 class TrainedRun:
-    """A run's model and weights, ready to sample: ``weights["ema"]`` and ``weights["raw"]``."""
+    """A run's model and weights, ready to sample: ``weights["ema"]`` and ``weights["raw"]``; ``autoencoder``
+    (None in pixel space) turns sampled latents into images."""
 
     config: TrainConfig
     formulation: Formulation
@@ -598,6 +634,7 @@ class TrainedRun:
     text_encoders: Any
     weights: dict
     step: int
+    autoencoder: Any = None
 
     def network(self, which: str = "ema"):
         """network(z_in, c_noise, tokens, pooled) -> F with the chosen weights."""
@@ -623,7 +660,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best") -> TrainedRun:
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     trainer = Trainer(config)
-    dummy = {"images": np.zeros((1, config.resolution, config.resolution, 3), np.float32),
+    dummy = {"images": np.zeros((1, *data_shape(config)), np.float32),
              "tokens": np.zeros((1, trainer.text_encoders.num_tokens, trainer.text_encoders.token_dim), np.float32),
              "pooled": np.zeros((1, trainer.text_encoders.pooled_dim), np.float32)}
     abstract = jax.eval_shape(trainer.init_state, dummy)  # shapes only: no parameters are initialised
@@ -654,4 +691,5 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best") -> TrainedRun:
                        f"retrain or pick another with --checkpoint") from None
     restored = restored["state"] if checkpoint != "best" else restored
     weights = {"ema": restored["ema"], "raw": restored["params"]}
-    return TrainedRun(config, trainer.formulation, trainer.model, trainer.text_encoders, weights, step)
+    return TrainedRun(config, trainer.formulation, trainer.model, trainer.text_encoders, weights, step,
+                      trainer.autoencoder)
