@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
 from trajbench import perf
+from trajbench.formulations import get as get_formulation
 from trajbench.models.mmdit import count_params, forward_flops
 from trajbench.samplers import for_sampling, jit_generate
 from trajbench.train import Trainer, build_text_encoders, model_config, resolve_config, stack_formulations
@@ -218,7 +219,7 @@ def trajbench_train(config, formulations: tuple[str, ...] = ()) -> Workload:
     if len(names) > 1:
         state, formulation = trainer.stack([state] * len(names)), stack_formulations(names)
     else:
-        formulation = trainer.formulation
+        formulation = get_formulation(config.formulation)
     holder = {"state": state}
 
     def step():
@@ -278,7 +279,7 @@ def trajbench_sample(config, inputs: dict) -> Workload:
     keys = jax.random.split(jax.random.key(2), len(leaves))
     params = jax.tree.unflatten(tree, [p + 0.02 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
     network = jax.tree_util.Partial(trainer.model.apply, params)
-    formulation = for_sampling(trainer.formulation)
+    formulation = for_sampling(get_formulation(config.formulation))
     tokens, pooled = jnp.asarray(inputs["tokens"]), jnp.asarray(inputs["pooled"])
     shape = (config.resolution, config.resolution, 3)
     counter = iter(range(1 << 30))

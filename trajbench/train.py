@@ -19,6 +19,7 @@ Run folder::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -243,6 +244,17 @@ def stack_formulations(names) -> Formulation:
     return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x, jnp.float32) for x in leaves]), *members)
 
 
+def trainer_for(config: TrainConfig, variants: int = 0) -> "Trainer":
+    """The Trainer of ``config``'s recipe, shared (in this process) by every run that differs only in its
+    formulation: a grid's cells then trace and compile their steps once per family, not once per cell."""
+    return _shared_trainer(dataclasses.replace(config, formulation=TrainConfig.formulation), variants)
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_trainer(recipe: TrainConfig, variants: int) -> "Trainer":
+    return Trainer(recipe, variants)
+
+
 class Trainer:
     """Compiled pieces of one run, or of K runs stepped together: ``init_state``, ``train_step``,
     ``validation_losses``.
@@ -252,12 +264,14 @@ class Trainer:
     same batches, noise and text dropout as it would alone (all are drawn from its seed and the step), so each
     ends where it would have trained one by one, to float tolerance. With several devices and K divisible by
     their number, the variant axis is sharded over the devices; otherwise the batch is.
+
+    The formulation is an argument of every compiled piece, never part of the Trainer: one Trainer serves every
+    run of its recipe (see :func:`trainer_for`), ``config.formulation`` is ignored.
     """
 
     def __init__(self, config: TrainConfig, variants: int = 0):
         self.config = config
         self.variants = variants
-        self.formulation: Formulation = formulations.get(config.formulation)
         self.text_encoders = build_text_encoders(config)
         self.autoencoder = build_autoencoder(config)
         self.model = build_model(config)
@@ -543,7 +557,7 @@ def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool
         stack_formulations(names)  # raises unless one family
 
     maybe_initialize_distributed()
-    trainer = Trainer(config, variants=len(pending) if stacked else 0)
+    trainer = trainer_for(config, variants=len(pending) if stacked else 0)
     from trajbench.data import get_dataset
 
     dataset = get_dataset(config.dataset, resolution=config.resolution, seed=config.seed)
@@ -567,7 +581,7 @@ def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool
     if stacked:
         state, formulation = trainer.stack(states), stack_formulations(names)
     else:
-        state, formulation = states[0], trainer.formulation
+        state, formulation = states[0], formulations.get(config.formulation)
 
     def lane(tree, i):
         return jax.tree.map(lambda x: x[i], tree) if stacked else tree
@@ -659,7 +673,7 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best") -> TrainedRun:
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    trainer = Trainer(config)
+    trainer = trainer_for(config)
     dummy = {"images": np.zeros((1, *data_shape(config)), np.float32),
              "tokens": np.zeros((1, trainer.text_encoders.num_tokens, trainer.text_encoders.token_dim), np.float32),
              "pooled": np.zeros((1, trainer.text_encoders.pooled_dim), np.float32)}
@@ -691,5 +705,5 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best") -> TrainedRun:
                        f"retrain or pick another with --checkpoint") from None
     restored = restored["state"] if checkpoint != "best" else restored
     weights = {"ema": restored["ema"], "raw": restored["params"]}
-    return TrainedRun(config, trainer.formulation, trainer.model, trainer.text_encoders, weights, step,
+    return TrainedRun(config, formulations.get(config.formulation), trainer.model, trainer.text_encoders, weights, step,
                       trainer.autoencoder)
