@@ -158,9 +158,10 @@ def cmd_demo(args) -> None:
         raise UserError(f"{counts['failed']} cell(s) failed; `trajbench grid status {args.spec} --results {out}` "
                         f"shows why")
     root = GridLayout(spec, out).root
-    _write_report(spec, root, read_metrics_of(root))
+    metrics = read_metrics_of(root)
+    _write_report(spec, root, metrics)
     print(f"wrote the report of {spec.name} to {root / 'README.md'}\n")
-    _print_comparison(read_metrics_of(root))
+    _print_comparison(metrics)
 
 
 def load_spec_args(args):
