@@ -72,9 +72,11 @@ def trace_sqrt_product(sigma_a, root_b) -> float:
     Exact and always real, and faster than ``scipy.linalg.sqrtm`` of the non-symmetric product (pytorch-fid's
     route, which needs an ``eps * I`` retry when the product is singular): 3 ms against 48 ms at D = 256, 3 s
     against 14 s at D = 2048. Passing a precomputed ``root_b`` makes bootstrap replicates one ``eigvalsh`` each.
+    ``sigma_a`` may be a stack ``[B, D, D]``; the result is then an array ``[B]``.
     """
-    lam = linalg.eigvalsh(root_b @ sigma_a @ root_b)
-    return float(np.sqrt(np.clip(lam, 0.0, None)).sum())
+    lam = np.linalg.eigvalsh(root_b @ sigma_a @ root_b)
+    total = np.sqrt(np.clip(lam, 0.0, None)).sum(-1)
+    return float(total) if total.ndim == 0 else total
 
 
 def frechet_distance_from_stats(mu_a, sigma_a, mu_b, sigma_b, *, root_b=None) -> float:
@@ -290,11 +292,11 @@ def frechet_distances_to(feature_sets, mu_r, sigma_r, root_r=None) -> np.ndarray
     centred = x - mu[:, None, :]
     trace_a = np.einsum("bnd,bnd->b", centred, centred) / (n - 1)
     if n < d:
-        product = centred @ sigma_r @ centred.transpose(0, 2, 1) / (n - 1)
+        lam = np.linalg.eigvalsh(centred @ sigma_r @ centred.transpose(0, 2, 1) / (n - 1))
+        cross = np.sqrt(np.clip(lam, 0.0, None)).sum(-1)
     else:
         root_r = psd_sqrt(sigma_r) if root_r is None else root_r
-        product = root_r @ (centred.transpose(0, 2, 1) @ centred / (n - 1)) @ root_r
-    lam = np.linalg.eigvalsh(product)
+        cross = trace_sqrt_product(centred.transpose(0, 2, 1) @ centred / (n - 1), root_r)
     diff = mu - mu_r
-    value = np.einsum("bd,bd->b", diff, diff) + trace_a + np.trace(sigma_r) - 2.0 * np.sqrt(np.clip(lam, 0.0, None)).sum(-1)
+    value = np.einsum("bd,bd->b", diff, diff) + trace_a + np.trace(sigma_r) - 2.0 * cross
     return np.maximum(value, 0.0)
