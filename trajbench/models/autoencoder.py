@@ -55,6 +55,11 @@ class AutoencoderConfig(_Config):
     def halvings(self) -> int:
         return self.factor.bit_length() - 1
 
+    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
+        """[H/f, W/f, C] of the latent of a resolution x resolution image."""
+        side = resolution // self.factor
+        return side, side, self.channels
+
 
 def _modules():
     import flax.linen as nn
@@ -134,8 +139,8 @@ def train_autoencoder(dataset, config: AutoencoderConfig, seed: int = 0):
     n = min(dataset.split_size("train"), config.train_examples)
     images = jnp.asarray(dataset.images("train", np.arange(n)))
     model = _net(config)
-    latent_shape = (1, dataset.resolution // config.factor, dataset.resolution // config.factor, config.channels)
-    params = jax.jit(model.init)(jax.random.key(seed), images[:1], jnp.zeros(latent_shape))
+    latents = jnp.zeros((1, *config.latent_shape(dataset.resolution)))
+    params = jax.jit(model.init)(jax.random.key(seed), images[:1], latents)
     opt = make_optimizer(config)
     opt_state = jax.jit(opt.init)(params)
 
@@ -182,10 +187,6 @@ class Autoencoder:
         self._encode = jax.jit(lambda p, x: model.apply(p, x, method="encode"))
         self._decode = jax.jit(lambda p, z: model.apply(p, z, method="decode"))
 
-    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
-        side = resolution // self.config.factor
-        return side, side, self.config.channels
-
     def encode(self, images, batch_size: int = 512) -> np.ndarray:
         """Raw latents of images [N, H, W, 3] in [-1, 1]."""
         return self._batched(self._encode, images, batch_size)
@@ -223,9 +224,9 @@ def load_or_train_autoencoder(dataset, *, cache_dir=None, config=None, seed: int
         import jax
         import jax.numpy as jnp
 
-        side = dataset.resolution // config.factor
-        return jax.eval_shape(lambda: _net(config).init(jax.random.key(0), jnp.zeros((1, dataset.resolution,
-                              dataset.resolution, 3)), jnp.zeros((1, side, side, config.channels))))
+        images = jnp.zeros((1, dataset.resolution, dataset.resolution, 3))
+        latents = jnp.zeros((1, *config.latent_shape(dataset.resolution)))
+        return jax.eval_shape(lambda: _net(config).init(jax.random.key(0), images, latents))
 
     params, meta, path, _ = load_or_train("autoencoder", dataset, config, seed, cache_dir, template,
                                           lambda: train_autoencoder(dataset, config, seed), on_corrupt, retrain,
