@@ -16,6 +16,7 @@ import pytest
 from trajbench.models.mmdit import (
     MMDiT,
     MMDiTConfig,
+    _attention,
     count_params,
     param_count_formula,
     patchify,
@@ -189,6 +190,22 @@ def test_attention_implementations_agree():
     m1, m2 = MMDiT(MMDiTConfig(**base)), MMDiT(MMDiTConfig(**base, attention="dot_product"))
     params = _random_params(m1, (x, c, tt, pl), seed=1)
     np.testing.assert_allclose(_np_jit(m1.apply)(params, x, c, tt, pl), _np_jit(m2.apply)(params, x, c, tt, pl), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["einsum", "dot_product"])
+def test_attention_matches_per_head_reference(kind):
+    """q [B, H, Tq, D], k, v [B, H, Tk, D]: each (example, head) is softmax(q k^T / sqrt(D)) v on its own."""
+    rng = np.random.default_rng(0)
+    b, h, tq, tk, d = 2, 3, 5, 7, 4
+    q, k, v = (rng.standard_normal((b, h, t, d)).astype(np.float32) for t in (tq, tk, tk))
+    out = np.asarray(jax.jit(_attention, static_argnums=3)(q, k, v, kind))
+    assert out.shape == (b, h, tq, d)
+    for i in range(b):
+        for j in range(h):
+            logits = q[i, j].astype(np.float64) @ k[i, j].T / math.sqrt(d)
+            weights = np.exp(logits - logits.max(-1, keepdims=True))
+            weights /= weights.sum(-1, keepdims=True)
+            np.testing.assert_allclose(out[i, j], weights @ v[i, j], rtol=1e-5, atol=1e-6)
 
 
 def test_bfloat16_compute_keeps_float32_params():

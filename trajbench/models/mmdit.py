@@ -224,13 +224,16 @@ class _RMSNorm(nn.Module):
 
 
 def _attention(q, k, v, kind: str):
-    """q, k, v: [B, T, H, D] -> [B, T, H, D]; softmax in float32."""
+    """q [B, H, Tq, D], k, v [B, H, Tk, D] -> [B, H, Tq, D]: softmax(q k^T / sqrt(D)) v, softmax in float32.
+
+    Heads lead so that both products are batched matrix products over (B, H) with no layout change."""
     if kind == "dot_product":
-        return jax.nn.dot_product_attention(q, k, v, implementation="xla")
+        swap = lambda a: jnp.swapaxes(a, 1, 2)  # the JAX op takes [B, T, H, D]
+        return swap(jax.nn.dot_product_attention(swap(q), swap(k), swap(v), implementation="xla"))
     scale = 1.0 / math.sqrt(q.shape[-1])
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) * scale
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    return jnp.einsum("bhqk,bhkd->bhqd", weights, v)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,7 +251,7 @@ class JointBlock(nn.Module):
         w, h, hd = cfg.hidden_size, cfg.num_heads, cfg.head_size
         a = cfg.attn_dim
         dt = cfg.compute_dtype
-        b, n_img = x.shape[0], x.shape[1]
+        b = x.shape[0]
         n_txt = ctx.shape[1]
 
         def dense(features, name, init=_xavier):
@@ -266,7 +269,7 @@ class JointBlock(nn.Module):
         def qkv(stream, name, shift, scale):
             y = _modulate(_layer_norm(stream), shift, scale)
             y = dense(3 * a, f"{name}_qkv")(y).reshape(b, stream.shape[1], 3, h, hd)
-            q, k, v = y[:, :, 0], y[:, :, 1], y[:, :, 2]
+            q, k, v = jnp.moveaxis(y, (2, 3), (0, 2))  # 3 x [B, H, T, D]
             if cfg.qk_norm:
                 q = _RMSNorm(name=f"{name}_q_norm")(q)
                 k = _RMSNorm(name=f"{name}_k_norm")(k)
@@ -278,14 +281,17 @@ class JointBlock(nn.Module):
         # joint attention over [text; image].  A pre-only text stream discards its attention
         # output, so only the image queries are computed (its Q weights exist, as in SD3, but get
         # no gradient).
-        k = jnp.concatenate([ck, xk], axis=1)
-        v = jnp.concatenate([cv, xv], axis=1)
+        def tokens_last(out):  # [B, H, T, D] -> [B, T, H * D]
+            return jnp.swapaxes(out, 1, 2).reshape(b, out.shape[2], a)
+
+        k = jnp.concatenate([ck, xk], axis=2)
+        v = jnp.concatenate([cv, xv], axis=2)
         if self.context_pre_only:
-            x_attn = _attention(xq, k, v, cfg.attention).reshape(b, n_img, a)
+            x_attn = tokens_last(_attention(xq, k, v, cfg.attention))
             ctx_attn = None
         else:
-            q = jnp.concatenate([cq, xq], axis=1)
-            attn = _attention(q, k, v, cfg.attention).reshape(b, n_txt + n_img, a)
+            q = jnp.concatenate([cq, xq], axis=2)
+            attn = tokens_last(_attention(q, k, v, cfg.attention))
             ctx_attn, x_attn = attn[:, :n_txt], attn[:, n_txt:]
 
         def post(stream, attn_out, name, gate_msa, shift_mlp, scale_mlp, gate_mlp):
