@@ -32,9 +32,10 @@ compute dtype (``"bfloat16"`` for accelerators); LayerNorm, RMSNorm statistics a
 computed in float32 and the output has the dtype of ``x``.
 
 Attention uses a plain einsum softmax (``attention="einsum"``, the default) with the softmax in
-float32, on q, k, v in head-major layout [B, H, T, D]: the QKV projection's output is rearranged once,
-so both attention products are batched matrix products over (B, H) with no further layout change
-(benchmarks/README.md has the measured gain).  Measured once on the 2-core CPU for depth 3, width 64, 3 heads, patch 4, 16x16 images,
+float32, on q, k, v in head-major layout [B, H, T, D]: the QKV projection's output is rearranged
+once, so both attention products are batched matrix products over (B, H) with no further layout
+change (benchmarks/README.md has the measured gain).  Measured once, before that layout, on the
+2-core CPU for depth 3, width 64, 3 heads, patch 4, 16x16 images,
 8 text tokens, batch 64, jitted forward+backward (interleaved runs, medians): einsum 63-67 ms,
 ``jax.nn.dot_product_attention(implementation="xla")`` 74-76 ms; under load the two are within
 noise of each other.  ``attention="dot_product"`` selects the JAX op (same results to ~1e-6).
