@@ -226,6 +226,35 @@ class _RMSNorm(nn.Module):
         return (x32 * scale).astype(x.dtype)
 
 
+@jax.custom_vjp
+def materialize_grad(x):
+    """Identity whose backward pass routes the cotangent through ``g @ I`` (exact in floating point).
+
+    XLA:CPU fuses a chain of elementwise ops into every consumer of its result. In the backward pass the
+    residual stream's gradient is such a chain (it grows by one LayerNorm backward per block), and each
+    consumer -- the LayerNorm reductions, the transposed copy for a weight gradient, the next product --
+    recomputed all of it, back to the last block. A matrix product is not fused into its consumers, so the
+    gradient is computed once and stored. The product costs 2 N W^2 FLOPs for N tokens of width W; it is
+    applied only on the CPU (see :func:`_materialize_on_this_backend`). Measured in benchmarks/README.md."""
+    return x
+
+
+def _materialize_fwd(x):
+    return x, None
+
+
+def _materialize_bwd(_, g):
+    return (g @ jnp.eye(g.shape[-1], dtype=g.dtype),)
+
+
+materialize_grad.defvjp(_materialize_fwd, _materialize_bwd)
+
+
+def _materialize_on_this_backend(x):
+    """:func:`materialize_grad` on the CPU, the identity elsewhere (GPU/TPU compilers do not recompute)."""
+    return materialize_grad(x) if jax.default_backend() == "cpu" else x
+
+
 def _attention(q, k, v, kind: str):
     """q [B, H, Tq, D], k, v [B, H, Tk, D] -> [B, H, Tq, D]: softmax(q k^T / sqrt(D)) v, softmax in float32.
 
@@ -233,8 +262,8 @@ def _attention(q, k, v, kind: str):
     if kind == "dot_product":
         swap = lambda a: jnp.swapaxes(a, 1, 2)  # the JAX op takes [B, T, H, D]
         return swap(jax.nn.dot_product_attention(swap(q), swap(k), swap(v), implementation="xla"))
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) * scale
+    q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)  # scale q, the smaller tensor, not the logits
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
     weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bhkd->bhqd", weights, v)
 
@@ -256,6 +285,7 @@ class JointBlock(nn.Module):
         dt = cfg.compute_dtype
         b = x.shape[0]
         n_txt = ctx.shape[1]
+        x, ctx = _materialize_on_this_backend(x), _materialize_on_this_backend(ctx)
 
         def dense(features, name, init=_xavier):
             return nn.Dense(features, dtype=dt, param_dtype=jnp.float32, kernel_init=init, name=name)
@@ -298,7 +328,7 @@ class JointBlock(nn.Module):
             ctx_attn, x_attn = attn[:, :n_txt], attn[:, n_txt:]
 
         def post(stream, attn_out, name, gate_msa, shift_mlp, scale_mlp, gate_mlp):
-            stream = stream + gate_msa[:, None] * dense(w, f"{name}_proj")(attn_out)
+            stream = _materialize_on_this_backend(stream + gate_msa[:, None] * dense(w, f"{name}_proj")(attn_out))
             y = _modulate(_layer_norm(stream), shift_mlp, scale_mlp)
             y = dense(cfg.mlp_hidden, f"{name}_mlp_fc1")(y)
             y = nn.gelu(y, approximate=True)
@@ -360,6 +390,7 @@ class MMDiT(nn.Module):
             tokens, ctx = JointBlock(cfg, context_pre_only=pre_only, name=f"joint_block_{i}")(tokens, ctx, c_act)
 
         # final layer
+        tokens = _materialize_on_this_backend(tokens)
         mod = dense(2 * w, "final_adaLN_modulation", _zeros)(c_act)
         shift, scale = mod[:, :w], mod[:, w:]
         tokens = _modulate(_layer_norm(tokens), shift, scale)
