@@ -35,7 +35,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from trajbench import formulations
+from trajbench import formulations, perf
 from trajbench.files import write_json_atomic, write_text_atomic
 from trajbench.formulations import Formulation
 
@@ -295,8 +295,8 @@ class Trainer:
         step, validation = self._train_step, self._validation_losses
         if variants:
             step, validation = self._stacked_train_step, jax.vmap(validation, in_axes=(0, 0, None))
-        self.train_step = jax.jit(step, donate_argnums=(1,))
-        self.validation_losses = jax.jit(validation)
+        self.train_step = jax.jit(step, donate_argnums=(1,), compiler_options=perf.COMPILER_OPTIONS)
+        self.validation_losses = jax.jit(validation, compiler_options=perf.COMPILER_OPTIONS)
 
     def init_state(self, pool) -> dict:
         images = jnp.zeros((1,) + pool["images"].shape[1:])
