@@ -19,7 +19,10 @@ TRAIN_EFFICIENCY = 0.12
 """Fraction of the matmul peak that a small-model training step reaches on a CPU: benchmarks/bench.py measured
 an MFU of 0.14 (smoke preset) and 0.17 (quick) on a 2-core machine; small matrices keep it well below the peak."""
 SAMPLE_EFFICIENCY = 0.12
-COMPILE_SECONDS = 25.0  # per cell: the train step (19-31 s measured by benchmarks/bench.py), cold cache
+COMPILE_SECONDS = 25.0
+"""Compiling one recipe's programs (train step, validation, samplers) with a cold cache: the train step alone took
+19-31 s in benchmarks/bench.py. Paid once per recipe and formulation family: cells that differ only in the
+family's parameters share one Trainer (``train.trainer_for``) and the persistent compilation cache."""
 EVALUATOR_SECONDS = 90.0  # training one evaluator network, once per dataset (then cached)
 
 
@@ -63,6 +66,20 @@ def sample_flops(train_config, settings, weights: int, samples: int) -> float:
     return total * weights
 
 
+def compiled_programs(spec, cells) -> set:
+    """The distinct compilations a grid needs: one per (recipe, formulation family), the recipe being a cell's
+    training configuration without its formulation."""
+    import dataclasses
+
+    from trajbench.formulations import family_of
+    from trajbench.train import TrainConfig
+
+    def recipe(config):
+        return dataclasses.replace(config, formulation=TrainConfig.formulation)
+
+    return {(recipe(spec.train_config(c)), family_of(c.variant)) for c in cells}
+
+
 def estimate_grid_seconds(spec, cells=None) -> dict:
     """A rough wall-time estimate of running ``cells`` (default: all) of a spec on this machine."""
     cells = spec.cells() if cells is None else cells
@@ -70,8 +87,8 @@ def estimate_grid_seconds(spec, cells=None) -> dict:
     train = sum(train_flops(spec.train_config(c)) for c in cells) / (peak * TRAIN_EFFICIENCY)
     sample = sum(sample_flops(spec.train_config(c), spec.eval.settings, len(spec.eval.weights), spec.eval.samples)
                  for c in cells) / (peak * SAMPLE_EFFICIENCY)
-    overhead = COMPILE_SECONDS * len(cells) + EVALUATOR_SECONDS * len({c.dataset for c in cells})
-    return {"cells": len(cells), "matmul_peak_gflops": round(peak / 1e9, 1), "train_seconds": round(train),
+    overhead = COMPILE_SECONDS * len(compiled_programs(spec, cells)) + EVALUATOR_SECONDS * len({c.dataset for c in cells})
+    return {"cells": len(cells), "compilations": len(compiled_programs(spec, cells)), "matmul_peak_gflops": round(peak / 1e9, 1), "train_seconds": round(train),
             "sample_seconds": round(sample), "overhead_seconds": round(overhead),
             "total_seconds": round(train + sample + overhead)}
 
