@@ -320,6 +320,26 @@ def test_jit_generate_matches_eager():
     np.testing.assert_allclose(other, jitted, atol=1e-6)  # the density does not enter sampling
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options concern XLA:CPU")
+def test_jit_generate_compiles_the_mmdit_without_ynnpack_fusions():
+    """perf.FORWARD_COMPILER_OPTIONS reach the sampling program: the same MMDiT forward has YNNPACK fusions under
+    XLA's default options and none in jit_generate."""
+    from trajbench.models.mmdit import MMDiT, MMDiTConfig
+
+    cfg = MMDiTConfig(depth=1, width=32, heads=2, patch_size=2, image_size=4, channels=2, text_dim=8, pooled_dim=8,
+                      max_text_tokens=3)
+    model = MMDiT(cfg)
+    tokens, pooled = jnp.zeros((2, 3, 8)), jnp.zeros((2, 8))
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((2, 4, 4, 2)), jnp.zeros((2,)), tokens, pooled)
+    params = jax.tree.map(lambda leaf: jnp.full(leaf.shape, 0.1, leaf.dtype), params)
+    forward = jax.jit(model.apply).lower(params, jnp.zeros((2, 4, 4, 2)), jnp.zeros((2,)), tokens, pooled)
+    assert "__ynn_fusion" in forward.compile().as_text()
+    kw = dict(steps=2, guidance=2.0, image_shape=(4, 4, 2))
+    network = jax.tree_util.Partial(model.apply, params)
+    sampling = S.jit_generate.lower(F.get("rf"), network, tokens, pooled, jax.random.key(0), **kw)
+    assert "__ynn_fusion" not in sampling.compile().as_text()
+
+
 # ---- x0 clipping ---------------------------------------------------------------------------------------
 def test_x0_clip_is_exact_when_inactive_and_bounds_eps_prediction_near_pure_noise():
     f = ALL["eps/cos"]

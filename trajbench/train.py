@@ -295,8 +295,8 @@ class Trainer:
         step, validation = self._train_step, self._validation_losses
         if variants:
             step, validation = self._stacked_train_step, jax.vmap(validation, in_axes=(0, 0, None))
-        self.train_step = jax.jit(step, donate_argnums=(1,), compiler_options=perf.COMPILER_OPTIONS)
-        self.validation_losses = jax.jit(validation, compiler_options=perf.COMPILER_OPTIONS)
+        self.train_step = jax.jit(step, donate_argnums=(1,))
+        self.validation_losses = jax.jit(validation, compiler_options=perf.FORWARD_COMPILER_OPTIONS)
 
     def init_state(self, pool) -> dict:
         images = jnp.zeros((1,) + pool["images"].shape[1:])

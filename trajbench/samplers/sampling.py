@@ -309,7 +309,7 @@ def generate(
 jit_generate = jax.jit(
     generate,
     static_argnames=("steps", "guidance", "solver", "coordinates", "grid", "image_shape", "clip", "x0_clip"),
-    compiler_options=perf.COMPILER_OPTIONS,
+    compiler_options=perf.FORWARD_COMPILER_OPTIONS,
 )
 """``generate`` under ``jax.jit``. The formulation is a traced pytree (one compile per formulation
 structure); ``network`` must be a pytree callable, e.g. ``jax.tree_util.Partial(model.apply, params)``;
