@@ -330,31 +330,48 @@ def matmul_peak(budget: Budget) -> dict:
             "gflops_by_size": {str(s): f / 1e9 for s, f in by_size.items()}}
 
 
+def peak_matmul_side(size: int = PEAK_SIZES[-1]) -> Workload:
+    """The peak's jitted ``x @ x`` as a third side of the training comparison: timed in the same rounds as the
+    two training steps, it gives the matmul speed of the machine as it was while they ran (a 2-core cloud
+    machine's speed drifts by tens of percent over minutes)."""
+    x = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    product = jax.jit(lambda a: a @ a)
+    return Workload(repeat(lambda: product(x), jax.block_until_ready), images=0)
+
+
 def train_comparison(preset: str, budget: Budget) -> dict:
-    """Training images/s of trajbench vs diffusers + torch.optim.AdamW at the preset's configuration."""
+    """Training images/s of trajbench vs diffusers + torch.optim.AdamW at the preset's configuration, and the
+    matmul peak timed in the same rounds (``matmul_peak``, for the MFU)."""
     config = preset_config(preset)
     log(f"train {preset}: building both sides")
     jax_side, torch_side = trajbench_train(config), diffusers_train(config)
     threads, probe = torch_threads(torch_side)
     log(f"train {preset}: torch seconds/step by thread count {probe}: using {threads}")
-    sides = {"trajbench": jax_side, "diffusers": with_threads(torch_side, threads)}
+    sides = {"trajbench": jax_side, "diffusers": with_threads(torch_side, threads), "matmul_peak": peak_matmul_side()}
     timing = measure(sides, warmup=budget.warmup, repeats=budget.repeats, round_seconds=budget.round_seconds)
-    for name, side in sides.items():
-        timing[name]["params"] = side.params
+    peak = timing.pop("matmul_peak")
+    peak_flops = 2 * PEAK_SIZES[-1] ** 3 / peak["seconds"]
+    for name in ("trajbench", "diffusers"):
+        timing[name]["params"] = sides[name].params
     ratio = timing["trajbench"]["images_per_s"] / timing["diffusers"]["images_per_s"]
     log(f"train {preset}: trajbench {timing['trajbench']['images_per_s']:.0f} img/s, "
         f"diffusers {timing['diffusers']['images_per_s']:.0f} img/s, ratio {ratio:.2f}")
-    return {"ratio": ratio, "torch_threads": threads, "torch_threads_probe_seconds": probe, **timing}
+    return {"ratio": ratio, "torch_threads": threads, "torch_threads_probe_seconds": probe,
+            "matmul_peak": {"gflops": peak_flops / 1e9, "size": PEAK_SIZES[-1], **peak}, **timing}
 
 
 def mfu(preset: str, train: dict, peak: dict) -> dict:
     """Model FLOPs utilisation of trajbench's training step: 3 x forward FLOPs x batch per step, per second,
-    over the measured matmul peak."""
+    over the matmul peak timed in the same rounds (``mfu``), and over the best peak of the whole run
+    (``mfu_vs_best_peak``, measured first and last at three sizes: lower when the machine was slower during
+    the training rounds than at its fastest)."""
     config = preset_config(preset)
     flops_per_step = 3 * forward_flops(model_config(config)) * config.batch_size
     achieved = flops_per_step / train["trajbench"]["seconds"]
-    return {"mfu": achieved / peak["flops"], "flops_per_step": flops_per_step, "achieved_gflops": achieved / 1e9,
-            "peak_gflops": peak["gflops"]}
+    in_rounds = train["matmul_peak"]["gflops"] * 1e9
+    return {"mfu": achieved / in_rounds, "mfu_vs_best_peak": achieved / peak["flops"],
+            "flops_per_step": flops_per_step, "achieved_gflops": achieved / 1e9,
+            "peak_gflops_in_rounds": in_rounds / 1e9, "best_peak_gflops": peak["gflops"]}
 
 
 def sample_comparison(preset: str, budget: Budget, threads: int) -> dict:
