@@ -44,6 +44,7 @@ SAMPLE_STEPS = 50
 GUIDANCE = 2.0
 POOL_SIZE = 2048  # examples in the in-memory training pool (step cost does not depend on it)
 PEAK_SIZES = (512, 1024, 2048)
+IN_ROUND_PEAK_SIZE = PEAK_SIZES[-1]  # the matmul timed beside the training steps, for the MFU
 TARGETS = {"train_ratio_vs_diffusers": 1.5, "mfu": 0.35, "sample_ratio_vs_diffusers": 3.0,
            "multivariant_speedup": 1.5}
 
@@ -330,11 +331,11 @@ def matmul_peak(budget: Budget) -> dict:
             "gflops_by_size": {str(s): f / 1e9 for s, f in by_size.items()}}
 
 
-def peak_matmul_side(size: int = PEAK_SIZES[-1]) -> Workload:
-    """The peak's jitted ``x @ x`` as a third side of the training comparison: timed in the same rounds as the
-    two training steps, it gives the matmul speed of the machine as it was while they ran (a 2-core cloud
-    machine's speed drifts by tens of percent over minutes)."""
-    x = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+def peak_matmul_side() -> Workload:
+    """The peak's jitted ``x @ x`` (``IN_ROUND_PEAK_SIZE`` square) as a third side of the training comparison:
+    timed in the same rounds as the two training steps, it gives the matmul speed of the machine as it was while
+    they ran (a 2-core cloud machine's speed drifts by tens of percent over minutes)."""
+    x = jax.random.normal(jax.random.key(0), (IN_ROUND_PEAK_SIZE, IN_ROUND_PEAK_SIZE), jnp.float32)
     product = jax.jit(lambda a: a @ a)
     return Workload(repeat(lambda: product(x), jax.block_until_ready), images=0)
 
@@ -350,14 +351,14 @@ def train_comparison(preset: str, budget: Budget) -> dict:
     sides = {"trajbench": jax_side, "diffusers": with_threads(torch_side, threads), "matmul_peak": peak_matmul_side()}
     timing = measure(sides, warmup=budget.warmup, repeats=budget.repeats, round_seconds=budget.round_seconds)
     peak = timing.pop("matmul_peak")
-    peak_flops = 2 * PEAK_SIZES[-1] ** 3 / peak["seconds"]
+    peak_flops = 2 * IN_ROUND_PEAK_SIZE**3 / peak["seconds"]
     for name in ("trajbench", "diffusers"):
         timing[name]["params"] = sides[name].params
     ratio = timing["trajbench"]["images_per_s"] / timing["diffusers"]["images_per_s"]
     log(f"train {preset}: trajbench {timing['trajbench']['images_per_s']:.0f} img/s, "
         f"diffusers {timing['diffusers']['images_per_s']:.0f} img/s, ratio {ratio:.2f}")
     return {"ratio": ratio, "torch_threads": threads, "torch_threads_probe_seconds": probe,
-            "matmul_peak": {"gflops": peak_flops / 1e9, "size": PEAK_SIZES[-1], **peak}, **timing}
+            "matmul_peak": {"gflops": peak_flops / 1e9, "size": IN_ROUND_PEAK_SIZE, **peak}, **timing}
 
 
 def mfu(preset: str, train: dict, peak: dict) -> dict:

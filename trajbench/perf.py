@@ -69,16 +69,11 @@ def sample_flops(train_config, settings, weights: int, samples: int) -> float:
 
 def compiled_programs(spec, cells) -> set:
     """The distinct compilations a grid needs: one per (recipe, formulation family), the recipe being a cell's
-    training configuration without its formulation."""
-    import dataclasses
-
+    training configuration without its formulation (``train.recipe_of``)."""
     from trajbench.formulations import family_of
-    from trajbench.train import TrainConfig
+    from trajbench.train import recipe_of
 
-    def recipe(config):
-        return dataclasses.replace(config, formulation=TrainConfig.formulation)
-
-    return {(recipe(spec.train_config(c)), family_of(c.variant)) for c in cells}
+    return {(recipe_of(spec.train_config(c)), family_of(c.variant)) for c in cells}
 
 
 def estimate_grid_seconds(spec, cells=None) -> dict:
@@ -88,9 +83,10 @@ def estimate_grid_seconds(spec, cells=None) -> dict:
     train = sum(train_flops(spec.train_config(c)) for c in cells) / (peak * TRAIN_EFFICIENCY)
     sample = sum(sample_flops(spec.train_config(c), spec.eval.settings, len(spec.eval.weights), spec.eval.samples)
                  for c in cells) / (peak * SAMPLE_EFFICIENCY)
-    overhead = COMPILE_SECONDS * len(compiled_programs(spec, cells)) + EVALUATOR_SECONDS * len({c.dataset for c in cells})
-    return {"cells": len(cells), "compilations": len(compiled_programs(spec, cells)), "matmul_peak_gflops": round(peak / 1e9, 1), "train_seconds": round(train),
-            "sample_seconds": round(sample), "overhead_seconds": round(overhead),
+    compilations = len(compiled_programs(spec, cells))
+    overhead = COMPILE_SECONDS * compilations + EVALUATOR_SECONDS * len({c.dataset for c in cells})
+    return {"cells": len(cells), "compilations": compilations, "matmul_peak_gflops": round(peak / 1e9, 1),
+            "train_seconds": round(train), "sample_seconds": round(sample), "overhead_seconds": round(overhead),
             "total_seconds": round(train + sample + overhead)}
 
 

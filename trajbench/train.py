@@ -244,10 +244,16 @@ def stack_formulations(names) -> Formulation:
     return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x, jnp.float32) for x in leaves]), *members)
 
 
+def recipe_of(config: TrainConfig) -> TrainConfig:
+    """``config`` without its formulation: what runs that share one Trainer and its compiled programs have in
+    common."""
+    return dataclasses.replace(config, formulation=TrainConfig.formulation)
+
+
 def trainer_for(config: TrainConfig, variants: int = 0) -> "Trainer":
     """The Trainer of ``config``'s recipe, shared (in this process) by every run that differs only in its
     formulation: a grid's cells then trace and compile their steps once per family, not once per cell."""
-    return _shared_trainer(dataclasses.replace(config, formulation=TrainConfig.formulation), variants)
+    return _shared_trainer(recipe_of(config), variants)
 
 
 @functools.lru_cache(maxsize=4)
@@ -528,8 +534,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, st
 
 
 def _same_recipe(configs: list[TrainConfig]) -> bool:
-    strip = [dataclasses.replace(c, formulation="") for c in configs]
-    return all(c == strip[0] for c in strip)
+    recipes = [recipe_of(c) for c in configs]
+    return all(r == recipes[0] for r in recipes)
 
 
 def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool = True,
