@@ -113,10 +113,13 @@ def closed_form(f, z1, t_start, t_end=None):
 
 
 def expected(f, coordinates="rf"):
-    """Both coordinate systems start from z1 = b(t_max) eps (see trajbench.samplers.sampling)."""
+    """rf starts from z1 = b(t_max) eps, native from z1 = b(t_start) eps, where b / a reaches 80 (see
+    trajbench.samplers.sampling)."""
+    if coordinates == "native":
+        t_start = S.native_start(f)
+        return closed_form(f, f.alpha_sigma(t_start)[1] * EPS, t_start, S.SAMPLE_T_MIN)
     _, b1 = f.alpha_sigma(jnp.float32(S.SAMPLE_T_MAX))
-    t_end = S.SAMPLE_T_MIN if coordinates == "native" else None
-    return closed_form(f, b1 * EPS, S.SAMPLE_T_MAX, t_end)
+    return closed_form(f, b1 * EPS, S.SAMPLE_T_MAX)
 
 
 GRID_LENGTH = 33
@@ -124,8 +127,9 @@ GRID_LENGTH = 33
 
 def padded_grid(steps):
     """time_grid(steps) preceded by repeats of its start, so every grid has GRID_LENGTH points and one
-    compiled program serves every step count: the extra steps have zero length and change nothing."""
-    return jnp.concatenate([jnp.ones(GRID_LENGTH - 1 - steps), S.time_grid(steps)])
+    compiled program serves every step count: the extra steps have zero length and change nothing.
+    (More steps than that: the plain grid.)"""
+    return jnp.concatenate([jnp.ones(max(GRID_LENGTH - 1 - steps, 0)), S.time_grid(steps)])
 
 
 @functools.partial(jax.jit, static_argnames=("solver", "coordinates"))
@@ -218,6 +222,52 @@ def test_euler_and_heun_convergence_orders(name, coordinates):
     assert np.all((3.0 < heun[:-1] / heun[1:]) & (heun[:-1] / heun[1:] < 5.5)), heun
 
 
+@pytest.mark.parametrize(
+    "name, max_ratio",
+    # edm(0.00, 0.60) converges slowly: its uniform t grid is coarse in sigma near the data (the last
+    # point before t_min has sigma = exp(0.6 Phi^-1(1 / N)) = 0.29 at N = 50; see sampling's docstring)
+    [("rf", 0.15), ("v/cos", 0.15), ("eps/linear", 0.2), ("edm(-1.20, 1.20)", 0.15), ("edm(0.00, 0.60)", 0.45)],
+)
+def test_native_ddim_converges_for_every_kind_of_path(name, max_ratio):
+    """The paper protocol (native + ddim) converges to the closed form, EDM included (native Euler does not)."""
+    f, want = ALL[name], expected(ALL[name], "native")
+    errors = np.array([max_err(run(switched(f), n, "ddim", "native"), want) for n in (5, 10, 25, 50)])
+    assert np.all(np.isfinite(errors)) and errors[0] < 1.0, errors
+    assert np.all(np.diff(errors) < 0) and errors[-1] < max_ratio * errors[0], errors
+    if name.startswith("edm"):  # plain Euler in native EDM time overshoots by orders of magnitude
+        assert max_err(run(f, 5, "euler", "native"), want) > 100.0
+
+
+def test_native_ddim_is_euler_for_rf_and_needs_native_coordinates():
+    f = ALL["rf"]
+    ddim, euler = run(f, 7, "ddim", "native"), run(f, 7, "euler", "native")
+    assert max_err(ddim, euler) < 1e-5 and max_err(ddim, expected(f, "native")) < 0.5
+    with pytest.raises(ValueError, match="native"):
+        run(f, 7, "ddim", "rf")
+
+
+def test_native_start_is_where_the_noise_level_reaches_sigma_max():
+    def noise_level(f, t):  # b / a
+        a, b = f.alpha_sigma(t)
+        return b / a
+
+    for name in ["edm(-1.20, 1.20)", "edm(-1.20, 1.80)", "edm/cos", "rf"]:
+        f = ALL[name]
+        assert float(noise_level(f, jnp.float32(S.SAMPLE_T_MAX))) > 80.0, name
+        t = S.native_start(f)
+        # b / a = 80 to the float32 resolution of t (the log step to a neighbour) and of s = 80 / 81
+        log_level = lambda t: float(jnp.log(noise_level(f, t)))
+        ulp = max(abs(log_level(jnp.nextafter(t, end)) - log_level(t)) for end in (0.0, 1.0))
+        assert abs(log_level(t) - np.log(80.0)) <= ulp + 1e-5, name
+    np.testing.assert_allclose(S.native_start(ALL["rf"]), 80 / 81, rtol=1e-6)
+    t = S.native_start(ALL["edm(-1.20, 1.20)"])  # 1 - 1.7e-6: float32 resolves b / a to 0.4 % there
+    assert abs(float(noise_level(ALL["edm(-1.20, 1.20)"], t)) - 80.0) < 0.5
+    # paths that never reach b / a = 80 start at t_max, as does sigma_max=None
+    for name in ["eps/linear", "edm(0.00, 0.60)"]:
+        assert float(S.native_start(ALL[name])) == np.float32(S.SAMPLE_T_MAX), name
+    assert float(S.native_start(ALL["rf"], sigma_max=None)) == np.float32(S.SAMPLE_T_MAX)
+
+
 # ---- evaluation counts --------------------------------------------------------------------------------
 def counted(fn):
     """fn plus a runtime call counter (jax.debug.callback runs once per executed call, also in loops)."""
@@ -269,6 +319,18 @@ def test_euler_network_passes_with_and_without_guidance(guidance):
     copies = 1 if guidance == 1.0 else 2
     assert calls == [(2 * copies, 4, 4, 2)] * 5  # 5 calls, each of batch 2B with guidance
     assert info == dict(nfe=5, network_passes=5, network_batch=2 * copies, evals_per_sample=5 * copies)
+
+
+def test_native_ddim_network_passes():
+    counting_network, calls = counted(network)
+    tokens, pooled = _conditions()
+    _, info = S.generate(
+        ALL["edm(-1.20, 1.20)"], counting_network, tokens, pooled, jax.random.key(0),
+        steps=5, guidance=3.0, solver="ddim", coordinates="native", image_shape=(4, 4, 2),
+    )
+    jax.effects_barrier()
+    assert calls == [(4, 4, 4, 2)] * 5
+    assert info == dict(nfe=5, network_passes=5, network_batch=4, evals_per_sample=10)
 
 
 # ---- guidance -------------------------------------------------------------------------------------

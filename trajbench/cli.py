@@ -161,7 +161,7 @@ def cmd_demo(args) -> None:
     metrics = read_metrics_of(root)
     _write_report(spec, root, metrics)
     print(f"wrote the report of {spec.name} to {root / 'README.md'}\n")
-    _print_comparison(metrics)
+    _print_comparison(spec, root, metrics)
 
 
 def load_spec_args(args):
@@ -230,24 +230,47 @@ def _metrics_for(args):
     return spec, root, read_metrics(args.metrics) if args.metrics else read_metrics_of(root)
 
 
+def _validity(spec, root: Path, metrics):
+    """(gates, sensitivity tables) of a grid's results; the sensitivity tables are computed once and stored."""
+    from trajbench.validity import check_gates, ensure_sensitivity
+
+    datasets = list(dict.fromkeys(metrics["dataset"])) if len(metrics) else []
+    sensitivities = {d: ensure_sensitivity(spec, root, d) for d in datasets}
+    return check_gates(metrics, sensitivities, spec.report.curve_guidance), sensitivities
+
+
+def _validity_markdown(spec, root: Path, metrics) -> str:
+    from trajbench.validity import validity_markdown
+
+    gates, sensitivities = _validity(spec, root, metrics)
+    return validity_markdown(gates, sensitivities, metrics)
+
+
 def _write_report(spec, root: Path, metrics) -> dict:
     from trajbench.report import write_report
 
     return write_report(metrics, root, name=spec.name, table2_setting=spec.report.table2_setting,
                         table2_weights=spec.report.table2_weights, curve_guidance_value=spec.report.curve_guidance,
-                        curve_weights=spec.report.curve_weights)
+                        curve_weights=spec.report.curve_weights, validity=_validity_markdown(spec, root, metrics))
 
 
-def _print_comparison(metrics, fmt: str = "markdown") -> None:
+def _print_comparison(spec, root: Path, metrics, fmt: str = "markdown") -> None:
     from trajbench.paper import compare, format_comparison
-    from trajbench.report import table1
+    from trajbench.report import ranked_rows, table1
 
-    result = compare(table1(metrics).drop(columns="family"), metrics)
+    ranked = ranked_rows(metrics)
+    result = compare(table1(ranked).drop(columns="family"), ranked)
     if fmt == "json":
+        from trajbench.validity import gate_lines
+
+        gates, _ = _validity(spec, root, metrics)
         print(json.dumps({"table": result["table"].to_dict("records"),
                           "correlations": result["correlations"].to_dict("records"),
-                          "findings": result["findings"]}, indent=1, default=float))
+                          "findings": result["findings"],
+                          "validity": {"passed": all(g.passed for g in gates), "gates": gate_lines(gates)}},
+                         indent=1, default=float))
     else:
+        print(_validity_markdown(spec, root, metrics))
         print(format_comparison(result))
 
 
@@ -258,8 +281,26 @@ def cmd_report(args) -> None:
 
 
 def cmd_compare_paper(args) -> None:
-    _, _, metrics = _metrics_for(args)
-    _print_comparison(metrics, args.format)
+    spec, root, metrics = _metrics_for(args)
+    _print_comparison(spec, root, metrics, args.format)
+
+
+def cmd_validate(args) -> None:
+    """Print the sensitivity tables and every gate; exit 1 when one fails (sys.exit, after printing)."""
+    from trajbench.validity import sensitivity_markdown
+
+    spec, root, metrics = _metrics_for(args)
+    gates, sensitivities = _validity(spec, root, metrics)
+    for dataset, table in sensitivities.items():
+        print(f"evaluator sensitivity, {dataset} ({table['n']} held-out real images):")
+        print(sensitivity_markdown(table))
+        print()
+    for gate in gates:
+        print(gate.line())
+    failed = [g for g in gates if not g.passed]
+    print(f"{len(gates) - len(failed)} of {len(gates)} gates pass" + (f"; {len(failed)} FAIL" if failed else ""))
+    if failed:
+        raise SystemExit(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("markdown", "json"), default="markdown")
     p.set_defaults(run=cmd_compare_paper)
 
+    p = spec_command(commands, "validate", "do the study's models pass the validity gates? (exit 1 if not)")
+    p.add_argument("--metrics", help="a metrics.csv (default: RESULTS/NAME/metrics.csv)")
+    p.set_defaults(run=cmd_validate)
+
     p = commands.add_parser("demo", help="run the main job on the embedded default: the quick study, Table 1 "
                                          "beside the paper's", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="results/demo", help="output folder (the grid's results folder)")
@@ -388,7 +433,9 @@ def is_user_error(error: Exception) -> bool:
 
     from trajbench.spec import SpecError
 
-    user_errors += (DatasetError, EvaluatorCacheError, EvaluatorConfigError, SpecError)
+    from trajbench.validity import ValidityError
+
+    user_errors += (DatasetError, EvaluatorCacheError, EvaluatorConfigError, SpecError, ValidityError)
     return isinstance(error, user_errors)
 
 

@@ -1,11 +1,22 @@
 """From a trained run to comparable numbers: sample with each sampler setting and weight set, then score.
 
 Protocol (the paper's, at small scale): prompts are the first ``num_samples`` captions of the dataset's
-held-out ``val`` split, generated with EVALUATION_SEED whatever the run's training seed; one image per prompt; FID and KID on the in-house evaluator's image features against
-the fixed ``reference`` split; CLIP score with the evaluator's towers against each image's own prompt;
-GenEval-style accuracy per category on ``synth-cc12m``; 95 % bootstrap intervals over the generated set.
-The sampler is the same for every formulation: the shared rectified-flow ODE (``coordinates="rf"``), with
-x0-hat clipped to the data range [-1, 1] (``x0_clip``), as ADM samples pixel-space models.
+held-out ``val`` split, generated with EVALUATION_SEED whatever the run's training seed; one image per prompt; FID
+and KID on the in-house evaluator's image features against the fixed ``reference`` split; CLIP score with the
+evaluator's towers against each image's own prompt; recognisability (``accuracy``: a held-out classifier's class
+accuracy on synth-imagenet, GenEval's overall score on synth-cc12m); GenEval-style accuracy per category on
+``synth-cc12m``; 95 % bootstrap intervals over the generated set.
+
+Two sampler protocols (a setting's ``@PROTOCOL`` suffix):
+
+* ``paper``: the paper's Eq. 1 sampler by the best reading of its Appendix B.3 -- each formulation's own ODE in its
+  own time t on a uniform t grid (for ``edm(Pm, Ps)`` a grid of noise-level quantiles), started where
+  b/a = SIGMA_MAX (80) or at t_max, taken with the DDIM-form step z' = a(t') x0-hat + b(t') eps-hat (plain
+  Euler for the linear rf path, Euler in sigma for EDM's VE path); no clipping. The grid differs between
+  formulations, as in the paper.
+* ``shared`` (the default, the control): every formulation sampled as a rectified flow on ONE shared grid in rf
+  time (``coordinates="rf"``), with x0-hat clipped to [-1, 1] (``x0_clip``, as ADM samples pixel-space models):
+  differences come from training alone.
 """
 
 from __future__ import annotations
@@ -20,12 +31,20 @@ import numpy as np
 
 from trajbench.train import RunError, load_run
 
-_SETTING = re.compile(r"^(?P<steps>\d+)x(?P<guidance>[0-9.]+)(?:/(?P<solver>[a-z0-9]+))?$")
+_SETTING = re.compile(
+    r"^(?P<steps>\d+)x(?P<guidance>[0-9.]+)(?:/(?P<solver>[a-z0-9]+))?(?:@(?P<protocol>[a-z]+))?$")
+
+PROTOCOLS = {
+    # name: (coordinates, default solver, x0_clip) -- see the module docstring
+    "shared": ("rf", "euler", 1.0),
+    "paper": ("native", "ddim", None),
+}
 
 
 @dataclass(frozen=True)
 class SamplerSetting:
-    """One sampler setting: ``STEPSxGUIDANCE[/SOLVER]``, e.g. ``25x2.0`` or ``10x1.5/heun``."""
+    """One sampler setting: ``STEPSxGUIDANCE[/SOLVER][@PROTOCOL]``, e.g. ``25x2.0``, ``10x1.5/heun`` or
+    ``5x5.0@paper`` (protocols: :data:`PROTOCOLS`; ``shared`` when none is given)."""
 
     steps: int
     guidance: float
@@ -40,15 +59,34 @@ class SamplerSetting:
 
         match = _SETTING.match(text.strip())
         if match is None or int(match["steps"]) < 1:
-            raise RunError(f"sampler setting {text!r} is malformed; write STEPSxGUIDANCE[/SOLVER], e.g. 25x2.0")
-        solver = match["solver"] or "euler"
+            raise RunError(f"sampler setting {text!r} is malformed; write STEPSxGUIDANCE[/SOLVER][@PROTOCOL], "
+                           f"e.g. 25x2.0 or 5x5.0@paper")
+        protocol = match["protocol"] or "shared"
+        if protocol not in PROTOCOLS:
+            raise RunError(f"unknown protocol {protocol!r} in {text!r}; protocols are {', '.join(PROTOCOLS)}")
+        coordinates, default_solver, x0_clip = PROTOCOLS[protocol]
+        solver = match["solver"] or default_solver
         if solver not in SOLVERS:
             raise RunError(f"unknown solver {solver!r} in {text!r}; solvers are {', '.join(SOLVERS)}")
-        return cls(int(match["steps"]), float(match["guidance"]), solver)
+        if solver == "ddim" and coordinates != "native":
+            raise RunError(f"solver 'ddim' in {text!r} steps along a formulation's own path; use it with @paper")
+        return cls(int(match["steps"]), float(match["guidance"]), solver, coordinates, x0_clip=x0_clip)
+
+    @property
+    def protocol(self) -> str:
+        return "paper" if self.coordinates == "native" else "shared"
 
     @property
     def label(self) -> str:
-        return f"{self.steps}x{self.guidance:g}" + ("" if self.solver == "euler" else f"/{self.solver}")
+        default_solver = PROTOCOLS[self.protocol][1]
+        return (f"{self.steps}x{self.guidance:g}" + ("" if self.solver == default_solver else f"/{self.solver}")
+                + ("" if self.protocol == "shared" else f"@{self.protocol}"))
+
+    def with_steps(self, steps: int) -> "SamplerSetting":
+        """The same setting with another step count (e.g. the 1-step conditional-mean baseline)."""
+        from dataclasses import replace
+
+        return replace(self, steps=int(steps))
 
 
 DEFAULT_SETTINGS = ("5x2.0", "25x2.0", "50x2.0")
@@ -89,9 +127,55 @@ def generate_images(run, weights: str, setting: SamplerSetting, tokens, pooled, 
     return np.concatenate(images), info
 
 
-def score_images(images, captions, attributes, evaluator, reference_features, *, geneval=None,
-                 n_boot: int = 200, seed: int = 0) -> dict:
-    """FID, KID, CLIP score (each with a bootstrap CI) and, given a classifier, GenEval accuracies."""
+class Judges:
+    """The held-out networks that score a dataset's images, loaded (or trained and cached) once per dataset:
+    the CLIP-style evaluator (FID, KID, CLIP score), the recognisability classifier of class-captioned
+    datasets, and the GenEval detector of synth-cc12m."""
+
+    def __init__(self, dataset, *, cache_dir=None, evaluator_config=None, geneval_config=None,
+                 classifier_config=None):
+        from trajbench.metrics.evaluator import load_or_train_evaluator
+
+        self.dataset = dataset
+        self.evaluator = load_or_train_evaluator(dataset, cache_dir=cache_dir, config=evaluator_config)
+        self.geneval = self.classifier = None
+        if dataset.name == "synth-cc12m":
+            from trajbench.metrics.geneval import load_or_train_geneval
+
+            self.geneval = load_or_train_geneval(dataset, cache_dir=cache_dir, config=geneval_config)
+        elif hasattr(dataset, "labels"):
+            from trajbench.metrics.classifier import load_or_train_classifier
+
+            self.classifier = load_or_train_classifier(dataset, cache_dir=cache_dir, config=classifier_config)
+        self._reference = None
+
+    @property
+    def reference_features(self) -> np.ndarray:
+        """The evaluator's FID features of the whole ``reference`` split (computed once)."""
+        if self._reference is None:
+            dataset = self.dataset
+            self._reference = self.evaluator.fid_features(
+                dataset.images("reference", np.arange(dataset.split_size("reference"))))
+        return self._reference
+
+    def prompts(self, split: str, count: int) -> dict:
+        """The first ``count`` items of a split as prompts: captions, attributes and (if any) class labels."""
+        indices = np.arange(min(count, self.dataset.split_size(split)))
+        out = {"captions": self.dataset.captions(split, indices), "attributes": self.dataset.attributes(split, indices)}
+        if self.classifier is not None:
+            out["labels"] = self.dataset.labels(split, indices)
+        return out
+
+    def score(self, images, prompts: dict, *, n_boot: int = 200, seed: int = 0) -> dict:
+        return score_images(images, prompts["captions"], prompts["attributes"], self.evaluator,
+                            self.reference_features, geneval=self.geneval, classifier=self.classifier,
+                            labels=prompts.get("labels"), n_boot=n_boot, seed=seed)
+
+
+def score_images(images, captions, attributes, evaluator, reference_features, *, geneval=None, classifier=None,
+                 labels=None, n_boot: int = 200, seed: int = 0) -> dict:
+    """FID, KID, CLIP score (each with a bootstrap CI); recognisability ``accuracy`` (the classifier's class
+    accuracy against ``labels``, or GenEval's overall score) and, given a GenEval detector, its accuracies."""
     from trajbench.metrics import bootstrap_ci, fid_with_ci, kid, mmd2_unbiased
 
     features = evaluator.fid_features(images)
@@ -109,6 +193,10 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
         "kid": kid_value, "kid_ci": list(kid_ci),
         "clip_score": float(clip), "clip_score_ci": list(bootstrap_ci(np.mean, per_example, n_boot=n_boot, seed=seed)),
     }
+    if classifier is not None:
+        correct = (classifier.predict(images) == np.asarray(labels)).astype(np.float64)
+        scores["accuracy"] = float(correct.mean())
+        scores["accuracy_ci"] = list(bootstrap_ci(np.mean, correct, n_boot=n_boot, seed=seed))
     if geneval is not None:
         from trajbench.metrics.geneval import scores_from_judgements
 
@@ -121,50 +209,54 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
                 lambda i, name=name: scores_from_judgements(correct[i], [attributes[j] for j in i]).get(name, np.nan),
                 index, n_boot=n_boot, seed=seed))
             for name in scores["geneval"]}
+        scores["accuracy"], scores["accuracy_ci"] = scores["geneval"]["overall"], scores["geneval_ci"]["overall"]
     return scores
 
 
-def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), num_samples: int = 256,
+def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), pairs=None, num_samples: int = 256,
                  checkpoint="best", seed: int = 0, n_boot: int = 200, cache_dir=None, evaluator_config=None,
-                 geneval_config=None, skip=(), progress=None) -> list[dict]:
-    """One result dict per (weights, setting) with fid, kid, clip_score, their CIs, nfe and GenEval accuracy.
+                 geneval_config=None, classifier_config=None, skip=(), step_axis_samples: int = 0,
+                 progress=None) -> list[dict]:
+    """One result dict per (weights, setting) with fid, kid, clip_score, accuracy, their CIs, nfe and GenEval
+    accuracy; with ``step_axis_samples`` K > 0 also ``ref_distance`` and ``straightness`` on K prompts
+    (:func:`trajbench.stepaxis.step_axis_metrics`).
 
-    ``evaluator_config`` / ``geneval_config``: overrides of the evaluator networks' configs (dicts of their
-    fields; None = the defaults); they are part of the evaluator cache key.  ``skip``: (weights, setting label)
-    pairs already scored (a resumed grid cell); ``progress(row)`` is called as each row is finished."""
-    from trajbench.metrics.evaluator import load_or_train_evaluator
-
-    settings = [s if isinstance(s, SamplerSetting) else SamplerSetting.parse(s) for s in settings]
+    ``pairs``: the (weights, setting) pairs to score (default: every weights x every setting).
+    ``evaluator_config`` / ``geneval_config`` / ``classifier_config``: overrides of the judge networks' configs
+    (dicts of their fields; None = the defaults); they are part of their cache keys.  ``skip``: (weights, setting
+    label) pairs already scored (a resumed grid cell); ``progress(row)`` is called as each row is finished."""
+    parse = lambda s: s if isinstance(s, SamplerSetting) else SamplerSetting.parse(s)  # noqa: E731
+    if pairs is None:
+        pairs = [(w, s) for w in weights for s in settings]
+    pairs = [(w, parse(s)) for w, s in pairs]
     skip = set(skip)
+    pairs = [(w, s) for w, s in pairs if (w, s.label) not in skip]
+    if not pairs:
+        return []
     run = load_run(run_dir, checkpoint)
     config = run.config
-    dataset = evaluation_dataset(config)
-    evaluator = load_or_train_evaluator(dataset, cache_dir=cache_dir, config=evaluator_config)
-    geneval = None
-    if dataset.name == "synth-cc12m":
-        from trajbench.metrics.geneval import load_or_train_geneval
-
-        geneval = load_or_train_geneval(dataset, cache_dir=cache_dir, config=geneval_config)
-    reference = dataset.images("reference", np.arange(dataset.split_size("reference")))
-    reference_features = evaluator.fid_features(reference)
-    indices = np.arange(min(num_samples, dataset.split_size("val")))
-    captions = dataset.captions("val", indices)
-    attributes = dataset.attributes("val", indices)
-    tokens, pooled = run.text_encoders.encode(captions)
+    judges = Judges(evaluation_dataset(config), cache_dir=cache_dir, evaluator_config=evaluator_config,
+                    geneval_config=geneval_config, classifier_config=classifier_config)
+    prompts = judges.prompts("val", num_samples)
+    tokens, pooled = run.text_encoders.encode(prompts["captions"])
+    references: dict = {}
     rows = []
-    for which in weights:
-        for setting in settings:
-            if (which, setting.label) in skip:
-                continue
+    for which, setting in pairs:
+        started = time.time()
+        images, info = generate_images(run, which, setting, tokens, pooled, seed=seed)
+        sample_seconds = time.time() - started
+        row = {"variant": config.formulation, "dataset": config.dataset, "seed": config.seed, "weights": which,
+               "checkpoint_step": run.step, "setting": setting.label, "protocol": setting.protocol,
+               **asdict(setting), **info, "samples": len(images), "sample_seconds": round(sample_seconds, 3)}
+        row |= judges.score(images, prompts, n_boot=n_boot, seed=seed)
+        if step_axis_samples:
+            from trajbench.stepaxis import step_axis_metrics
+
             started = time.time()
-            images, info = generate_images(run, which, setting, tokens, pooled, seed=seed)
-            sample_seconds = time.time() - started
-            row = {"variant": config.formulation, "dataset": config.dataset, "seed": config.seed, "weights": which,
-                   "checkpoint_step": run.step, "setting": setting.label, **asdict(setting), **info,
-                   "samples": len(images), "sample_seconds": round(sample_seconds, 3)}
-            row |= score_images(images, captions, attributes, evaluator, reference_features, geneval=geneval,
-                                n_boot=n_boot, seed=seed)
-            rows.append(row)
-            if progress:
-                progress(row)
+            row |= step_axis_metrics(run, which, setting, tokens[:step_axis_samples], pooled[:step_axis_samples],
+                                     seed=seed, references=references)
+            row["step_axis_seconds"] = round(time.time() - started, 3)
+        rows.append(row)
+        if progress:
+            progress(row)
     return rows

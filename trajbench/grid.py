@@ -36,8 +36,10 @@ from trajbench.files import write_json_atomic
 from trajbench.spec import Cell, ExperimentSpec, SpecError
 
 METRIC_COLUMNS = ("spec", "variant", "family", "dataset", "seed", "weights", "setting", "steps", "guidance",
-                  "sampler", "coordinates", "nfe", "metric", "value", "ci_low", "ci_high", "samples",
-                  "train_step", "train_seconds", "sample_seconds", "versions")
+                  "sampler", "coordinates", "protocol", "role", "nfe", "metric", "value", "ci_low", "ci_high",
+                  "samples", "train_step", "train_seconds", "sample_seconds", "versions")
+DEFAULTED_COLUMNS = {"protocol": "shared", "role": "ranked"}
+"""Columns added after the first tables were written, and their value in an older table."""
 TIMING_COLUMNS = ("train_seconds", "sample_seconds")
 """Wall times: the only columns that differ between two runs of the same spec on the same machine."""
 
@@ -172,12 +174,12 @@ def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
     summary = train(spec.train_config(cell), folder / "run", progress=False)
     ev = spec.eval
     scored = {(row["weights"], row["setting"]) for row in read_eval_rows(folder)}
-    wanted = {(w, s.label) for w in ev.weights for s in map(_setting, ev.settings)}
-    if wanted - scored:
-        evaluate_run(folder / "run", ev.settings, weights=ev.weights, num_samples=ev.samples,
-                     checkpoint=ev.checkpoint, seed=ev.seed, n_boot=ev.n_boot,
-                     evaluator_config=dict(ev.evaluator) or None, geneval_config=dict(ev.geneval) or None,
-                     skip=scored,
+    pairs = [(w, s) for w, s, _ in ev.scored()]
+    if {(w, s.label) for w, s in pairs} - scored:
+        evaluate_run(folder / "run", pairs=pairs, num_samples=ev.samples, checkpoint=ev.checkpoint, seed=ev.seed,
+                     n_boot=ev.n_boot, evaluator_config=dict(ev.evaluator) or None,
+                     geneval_config=dict(ev.geneval) or None, classifier_config=dict(ev.classifier) or None,
+                     skip=scored, step_axis_samples=ev.step_axis_samples,
                      progress=lambda row: write_json_atomic(_eval_file(folder, row["weights"], row["setting"]), row))
     if ev.grid_images and not layout.sample_grid(cell).exists():
         write_sample_grid(spec, cell, layout)
@@ -292,6 +294,10 @@ def run_grid(spec: ExperimentSpec, results: str | Path = "results", *, shard: tu
     if shard[1] == 1:
         table = collect(spec, results)
         log(f"wrote {layout.metrics_csv} ({len(table)} rows)")
+        from trajbench.validity import ensure_sensitivity
+
+        for dataset in dict.fromkeys(table["dataset"]):  # the evaluator's sensitivity, once per dataset
+            ensure_sensitivity(spec, layout.root, dataset)
     return counts
 
 
@@ -312,26 +318,31 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
 # ---- the results table --------------------------------------------------------------------------------
 
 
+STEP_AXIS_METRICS = ("ref_distance", "straightness")
+
+
 def metric_rows(spec: ExperimentSpec, cell: Cell, row: dict, done: dict, versions: str) -> list[dict]:
-    """The long-form rows of one scored (weights, setting): fid, kid, clip_score, geneval_<category>."""
+    """The long-form rows of one scored (weights, setting): fid, kid, clip_score, accuracy, geneval_<category>,
+    and the step-axis measurements (no interval) where they were made."""
     from trajbench import formulations
 
     base = {"spec": spec.name, "variant": cell.variant, "family": formulations.family_of(cell.variant),
             "dataset": cell.dataset, "seed": cell.seed, "weights": row["weights"], "setting": row["setting"],
             "steps": row["steps"], "guidance": row["guidance"], "sampler": row["solver"],
-            "coordinates": row["coordinates"], "nfe": row["nfe"], "samples": row["samples"],
+            "coordinates": row["coordinates"], "protocol": row.get("protocol", "shared"),
+            "role": spec.eval.role_of(row["setting"]), "nfe": row["nfe"], "samples": row["samples"],
             "train_step": row["checkpoint_step"], "train_seconds": done.get("train_seconds"),
             "sample_seconds": row["sample_seconds"], "versions": versions}
-    values = [(m, row[m], row[f"{m}_ci"]) for m in ("fid", "kid", "clip_score")]
+    values = [(m, row[m], row[f"{m}_ci"]) for m in ("fid", "kid", "clip_score", "accuracy") if m in row]
     values += [(f"geneval_{k}", v, row["geneval_ci"][k]) for k, v in row.get("geneval", {}).items()]
+    values += [(m, row[m], (np.nan, np.nan)) for m in STEP_AXIS_METRICS if m in row]
     return [{**base, "metric": m, "value": v, "ci_low": ci[0], "ci_high": ci[1]} for m, v, ci in values]
 
 
 def collect(spec: ExperimentSpec, results: str | Path = "results") -> pd.DataFrame:
     """Assemble ``metrics.csv`` and ``metrics.parquet`` from every done cell, in the spec's cell order."""
     layout = GridLayout(spec, results)
-    order = {(w, _setting(s).label): i for i, (w, s) in
-             enumerate((w, s) for w in spec.eval.weights for s in spec.eval.settings)}
+    order = {(w, s.label): i for i, (w, s, _) in enumerate(spec.eval.scored())}
     records = []
     for cell in spec.cells():
         folder = layout.cell_dir(cell)
@@ -359,6 +370,9 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run `trajbench grid run SPEC` (or `grid collect SPEC`) first")
     table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    for column, value in DEFAULTED_COLUMNS.items():
+        if column not in table:
+            table.insert(list(METRIC_COLUMNS).index(column), column, value)
     missing = [c for c in METRIC_COLUMNS if c not in table]
     if missing:
         raise SpecError(f"{path} lacks the column(s) {', '.join(missing)}; regenerate it with `trajbench grid collect`")

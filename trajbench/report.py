@@ -62,6 +62,41 @@ def dataset_label(dataset: str) -> str:
     return dataset.removeprefix("synth-").replace(":", "_").replace("/", "_")
 
 
+def ranked_rows(metrics, role: str = "ranked") -> "pd.DataFrame":
+    """The rows of one role: ``ranked`` (Table 1), ``control`` (the control protocol) or ``baseline`` (the
+    conditional-mean sampler, never ranked). A table without a ``role`` column is all ranked."""
+    if "role" not in metrics:
+        return metrics if role == "ranked" else metrics.iloc[:0]
+    return metrics[metrics["role"] == role]
+
+
+def curve_rows(metrics) -> "pd.DataFrame":
+    """The ranked protocol's rows and its baseline (1-step) rows: what the metric-vs-steps curves draw."""
+    ranked = ranked_rows(metrics)
+    if "role" not in metrics or ranked.empty:
+        return ranked
+    protocols = set(ranked["protocol"])
+    baseline = ranked_rows(metrics, "baseline")
+    import pandas as pd
+
+    return pd.concat([ranked, baseline[baseline["protocol"].isin(protocols)]], ignore_index=True)
+
+
+def step_axis_table(metrics) -> "pd.DataFrame":
+    """Per dataset, family, guidance and step count (EMA weights, the ranked protocol and its baseline): the mean
+    distance to the accurate solve (``ref_distance``) and the mean ``straightness``."""
+    import pandas as pd
+
+    rows = curve_rows(metrics)
+    rows = rows[(rows["weights"] == "ema") & rows["metric"].isin(["ref_distance", "straightness"])]
+    if rows.empty:
+        return pd.DataFrame()
+    table = rows.pivot_table(index=["dataset", "family", "guidance", "steps"], columns="metric", values="value",
+                             aggfunc="mean")
+    table.columns.name = None
+    return table.reset_index()
+
+
 def table1(metrics) -> "pd.DataFrame":
     """Average non-dominated-sorting ranks over all settings, the 5-step and the 50-step settings."""
     from trajbench.metrics.ranking import rank_table
@@ -210,6 +245,31 @@ def plot_metric_vs_steps(metrics, out, *, guidance: float, weights: str = "ema")
     return _save(plt, fig, out, bottom=0.12 / max(len(datasets), 1))
 
 
+def plot_step_axis(metrics, out) -> Path | None:
+    """Distance to the accurate solve (relative RMS) and straightness against steps, one line per family
+    (EMA weights, means over variants and seeds), one row of panels per dataset and guidance."""
+    table = step_axis_table(metrics)
+    if table.empty:
+        return None
+    panels = list(dict.fromkeys(zip(table["dataset"], table["guidance"])))
+    colours = family_colours(table["family"])
+    plt, fig, axes = _figure(len(panels), 2)
+    for r, (dataset, guidance) in enumerate(panels):
+        part = table[(table["dataset"] == dataset) & (table["guidance"] == guidance)]
+        for c, (metric, label) in enumerate((("ref_distance", "distance to the accurate solve (relative RMS)"),
+                                             ("straightness", "straightness (0 = straight)"))):
+            ax = axes[r, c]
+            for family, line in part.groupby("family", sort=False):
+                ax.plot(line["steps"], line[metric], marker="o", ms=3, lw=1.2, color=colours[family])
+            ax.set(xscale="log", xlabel="sampling steps", ylabel=label, title=f"{dataset}, guidance {guidance:g}")
+            _step_ticks(ax, part["steps"])
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colour, lw=2, label=family) for family, colour in colours.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.suptitle("the step axis without the evaluator (EMA weights)")
+    return _save(plt, fig, out, bottom=0.12 / max(len(panels), 1))
+
+
 def plot_rank_vs_steps(metrics, out, *, label_top: int = 6) -> Path:
     """A bump chart: each variant's mean non-dominated-sorting rank among the settings with N steps."""
     from trajbench.metrics.ranking import rank_per_setting, setting_means
@@ -250,10 +310,12 @@ def plot_rank_vs_steps(metrics, out, *, label_top: int = 6) -> Path:
 
 def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", table2_weights: str = "ema",
                  curve_guidance_value: float | None = None, curve_weights: str = "ema",
-                 stability_draws: int = 200) -> dict:
+                 stability_draws: int = 200, validity: str = "") -> dict:
     """Every table and figure of a grid, from its long-form metrics table alone, into ``out_dir``:
     table1.csv, table2.csv, tables.md, tables.tex, figure3.png, rank_vs_steps.png, densities.png,
-    compare_paper.md / .json and README.md (which shows them, with the sample grids found in samples/)."""
+    compare_paper.md / .json and README.md (which shows them, with the sample grids found in samples/).
+    Table 1 ranks the ``ranked`` rows; a control protocol's rows get their own Table 1 (table1_control.csv);
+    ``validity`` is the Markdown of the Validity section (:mod:`trajbench.validity`), shown first."""
     import json
 
     from trajbench.metrics.ranking import bootstrap_rank_stability
@@ -264,6 +326,8 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
     from trajbench.evaluate import SamplerSetting
 
     t2_label = SamplerSetting.parse(table2_setting).label
+    everything, metrics = metrics, ranked_rows(metrics)
+    control = ranked_rows(everything, "control")
     ranks = table1(metrics)
     best_two = table1_two_best(ranks)
     per_step = table2(metrics, t2_label, table2_weights)
@@ -281,6 +345,11 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
                 ("Table 1, the paper's view: the two best variants per family", best_two),
                 (f"Table 2: CLIP score and FID at {t2_label} ({table2_weights} weights)", per_step),
                 ("Rank stability: rank_all under resampling of every metric within its CI", stability)]
+    if len(control):
+        control_ranks = table1(control)
+        control_ranks.to_csv(out / "table1_control.csv", index=False, float_format="%.4f")
+        protocol = control["protocol"].iloc[0]
+        sections.insert(2, (f"Table 1 under the control protocol ({protocol})", control_ranks))
     separation = discrimination(metrics)
     if len(separation):
         sections.append(("Discrimination: spread across variants over the seed-to-seed standard deviation",
@@ -289,10 +358,12 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
     (out / "tables.tex").write_text("\n\n".join(to_latex(t, caption=title) for title, t in sections))
 
     guidance = curve_guidance(metrics, curve_guidance_value)
-    figures = {"figure3.png": plot_metric_vs_steps(metrics, out / "figure3.png", guidance=guidance,
+    figures = {"figure3.png": plot_metric_vs_steps(curve_rows(everything), out / "figure3.png", guidance=guidance,
                                                    weights=curve_weights),
                "rank_vs_steps.png": plot_rank_vs_steps(metrics, out / "rank_vs_steps.png"),
                "densities.png": plot_densities(list(ranks["variant"][:12]), out / "densities.png")}
+    if plot_step_axis(everything, out / "step_axis.png") is not None:
+        figures["step_axis.png"] = out / "step_axis.png"
     grids = sorted((out / "samples").rglob("*.png")) if (out / "samples").exists() else []
 
     settings = metrics.groupby(["dataset", "weights", "setting"]).ngroups
@@ -300,6 +371,8 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
              f"{metrics['variant'].nunique()} variants, {metrics['dataset'].nunique()} dataset(s), "
              f"{metrics['seed'].nunique()} seed(s), {settings} ranking settings (dataset x weights x sampler "
              f"setting). Regenerate everything here with `trajbench report` from `metrics.csv`.", ""]
+    if validity:
+        lines += [validity, ""]
     for title, table in sections:
         lines += [f"## {title}", "", to_markdown(table), ""]
     lines += [f"Mean Kendall tau between the point ranking and the resampled rankings: "

@@ -57,6 +57,36 @@ class EvalSpec:
     geneval: dict = field(default_factory=dict)  # overrides of the GenEval classifier's config
     grid_images: int = 8  # prompts in each cell's sample grid (0: none)
     grid_setting: str = "25x2.0"  # sampler setting of the sample grids (EMA weights)
+    control_settings: tuple[str, ...] = ()  # a second protocol, ranked separately (e.g. the shared rf grid)
+    control_weights: tuple[str, ...] = ("ema",)
+    baseline_steps: int = 1  # every (guidance, protocol) also scored at this many steps (0: none); not ranked
+    step_axis_samples: int = 32  # prompts per setting for the distance to an accurate solve (0: not measured)
+    classifier: dict = field(default_factory=dict)  # overrides of the recognisability classifier's config
+
+    def scored(self) -> list[tuple[str, "SamplerSetting", str]]:
+        """Every (weights, setting, role) a cell is scored with: role ``ranked`` (Table 1), ``control`` (the
+        control protocol's own Table 1) or ``baseline`` (the ``baseline_steps``-step sampler of each guidance
+        and protocol, e.g. one Euler step: the conditional mean)."""
+        from trajbench.evaluate import SamplerSetting
+
+        out, seen = [], set()
+        for role, settings, weights in (("ranked", self.settings, self.weights),
+                                        ("control", self.control_settings, self.control_weights)):
+            for text in settings:
+                setting = SamplerSetting.parse(text)
+                out += [(w, setting, role) for w in weights]
+        labels = {s.label for _, s, _ in out}
+        if self.baseline_steps:
+            for w, setting, role in list(out):
+                base = setting.with_steps(self.baseline_steps)
+                if base.label not in labels and (w, base.label) not in seen:
+                    seen.add((w, base.label))
+                    out.append((w, base, "baseline"))
+        return out
+
+    def role_of(self, label: str) -> str:
+        """The role of a scored setting label (see :meth:`scored`); ``baseline`` for any other label."""
+        return next((role for _, setting, role in self.scored() if setting.label == label), "baseline")
 
 
 @dataclass(frozen=True)
@@ -265,6 +295,22 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
         raise SpecError(f"[eval] {error}") from None
     if not evaluation.weights or set(evaluation.weights) - {"ema", "raw"}:
         raise SpecError(f"[eval] weights must be a subset of ['ema', 'raw'], got {list(evaluation.weights)}")
+    if not evaluation.control_weights or set(evaluation.control_weights) - {"ema", "raw"}:
+        raise SpecError(f"[eval] control_weights must be a subset of ['ema', 'raw'], "
+                        f"got {list(evaluation.control_weights)}")
+    try:
+        for setting in evaluation.control_settings:
+            SamplerSetting.parse(setting)
+    except RunError as error:
+        raise SpecError(f"[eval] control_settings: {error}") from None
+    both = {SamplerSetting.parse(s).label for s in evaluation.settings} & {
+        SamplerSetting.parse(s).label for s in evaluation.control_settings}
+    if both:
+        raise SpecError(f"[eval] {', '.join(sorted(both))} is in both settings and control_settings; keep it in one")
+    for field_name in ("baseline_steps", "step_axis_samples"):
+        value = getattr(evaluation, field_name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SpecError(f"[eval] {field_name} must be an integer >= 0, got {value!r}")
     from trajbench.data import DATASET_NAMES
 
     for dataset in datasets:

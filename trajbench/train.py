@@ -44,6 +44,10 @@ VALIDATION_TIMES = tuple((k + 0.5) / 8 for k in range(8))
 (the ends are singular for some paths)."""
 
 
+LR_SCHEDULES = ("constant", "cosine")
+LR_FLOOR = 0.05
+
+
 class RunError(Exception):
     """A run that cannot start or go on (conflicting folder, divergence): one line says why and what to do."""
 
@@ -69,6 +73,7 @@ class TrainConfig:
     steps: int = 600
     lr: float = 1e-3
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to lr * LR_FLOOR at `steps`
     weight_decay: float = 0.0
     adam_b1: float = 0.9
     adam_b2: float = 0.999
@@ -96,6 +101,8 @@ class TrainConfig:
         if self.latent_factor < 1 or self.latent_factor & (self.latent_factor - 1) or self.resolution % self.latent_factor:
             raise RunError(f"latent_factor must be 1 or a power of two dividing the resolution {self.resolution}, "
                            f"got {self.latent_factor}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise RunError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not 0.0 <= self.text_drop_prob < 1.0:
             raise RunError(f"text_drop_prob must lie in [0, 1), got {self.text_drop_prob}")
 
@@ -203,9 +210,19 @@ def load_split(dataset, text_encoders, split: str, count: int, autoencoder=None)
             "pooled": np.asarray(pooled, np.float32)}
 
 
+def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
+    """Linear warm-up from 0 to lr over ``warmup_steps``, then constant, or (``lr_schedule = "cosine"``)
+    lr_k = lr (f + (1 - f) (1 + cos(pi (k - w) / (steps - w))) / 2) with f = LR_FLOOR, reaching lr f at ``steps``."""
+    warmup = max(config.warmup_steps, 1)
+    if config.lr_schedule == "constant":
+        return optax.linear_schedule(0.0, config.lr, warmup)
+    return optax.warmup_cosine_decay_schedule(0.0, config.lr, warmup, max(config.steps, warmup + 1),
+                                              end_value=config.lr * LR_FLOOR)
+
+
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """AdamW with a linear warm-up to a constant learning rate, after global-norm gradient clipping."""
-    schedule = optax.linear_schedule(0.0, config.lr, max(config.warmup_steps, 1))
+    """AdamW on :func:`learning_rate_schedule`, after global-norm gradient clipping."""
+    schedule = learning_rate_schedule(config)
     return optax.chain(
         optax.clip_by_global_norm(config.grad_clip),
         optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, weight_decay=config.weight_decay),
@@ -282,6 +299,7 @@ class Trainer:
         self.autoencoder = build_autoencoder(config)
         self.model = build_model(config)
         self.optimizer = make_optimizer(config)
+        self.schedule = learning_rate_schedule(config)
         devices = jax.device_count()
         self.shard_variants = variants > 0 and devices > 1 and variants % devices == 0
         if self.shard_variants:
@@ -365,7 +383,7 @@ class Trainer:
         return jax.lax.map(at, jnp.asarray(VALIDATION_TIMES, jnp.float32))
 
     def learning_rate(self, step: int) -> float:
-        return float(min(step / max(self.config.warmup_steps, 1), 1.0) * self.config.lr)
+        return float(self.schedule(step))
 
 
 # ---- the run folder ---------------------------------------------------------------------------------

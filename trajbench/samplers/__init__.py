@@ -1,5 +1,5 @@
-"""ODE samplers for every formulation: time grids, Euler / Heun / Dopri5 with one signature,
-classifier-free guidance, and ``generate`` (default: Euler on the shared rectified-flow ODE).
+"""ODE samplers for every formulation: time grids, Euler / Heun / Dopri5 with one signature (and DDIM for
+native coordinates), classifier-free guidance, and ``generate`` (default: Euler on the shared rectified-flow ODE).
 
 >>> import jax
 >>> from trajbench import formulations, samplers
@@ -10,7 +10,8 @@ classifier-free guidance, and ``generate`` (default: Euler on the shared rectifi
 >>> images.shape, info["nfe"]
 ((2, 8, 8, 3), 4)
 
-Solvers: ``solver(velocity_fn, z_start, grid) -> (z_end, nfe)``; see :mod:`.solvers`.
+Solvers: ``solver(velocity_fn, z_start, grid) -> (z_end, nfe)``, and "ddim" for native coordinates; see
+:mod:`.solvers`.
 Coordinates ("rf" / "native"), the evaluable time range, guidance: see :mod:`.sampling`.
 """
 
@@ -18,26 +19,31 @@ from trajbench.samplers.sampling import (
     COORDINATES,
     SAMPLE_T_MAX,
     SAMPLE_T_MIN,
+    SIGMA_MAX,
     for_sampling,
     generate,
     guided_model,
     is_unguided,
     jit_generate,
+    native_start,
     native_velocity,
     reachable_rf_range,
     rf_time,
     rf_to_formulation_time,
     rf_velocity,
     sample,
+    sample_path,
 )
-from trajbench.samplers.solvers import GRIDS, SOLVERS, dopri5, euler, get_solver, heun, time_grid
+from trajbench.samplers.solvers import GRIDS, SOLVERS, ddim, dopri5, euler, get_solver, heun, time_grid
 
 __all__ = [
     "COORDINATES",
     "GRIDS",
     "SAMPLE_T_MAX",
     "SAMPLE_T_MIN",
+    "SIGMA_MAX",
     "SOLVERS",
+    "ddim",
     "dopri5",
     "euler",
     "for_sampling",
@@ -47,11 +53,13 @@ __all__ = [
     "heun",
     "is_unguided",
     "jit_generate",
+    "native_start",
     "native_velocity",
     "reachable_rf_range",
     "rf_time",
     "rf_to_formulation_time",
     "rf_velocity",
     "sample",
+    "sample_path",
     "time_grid",
 ]

@@ -17,14 +17,32 @@ identical for every formulation, so differences in sample quality come from trai
 point of the paper's comparison (Sec. 5.1 compares all 61 variants under one fixed-step sampler).
 That is why "rf" is the default. At s = 0 the state is y = x0, so the result is y itself.
 
-``"native"``: each formulation's own probability-flow ODE dz/dt = a'_t x0-hat + b'_t eps-hat, in its
-own time. The shared grid u in [1, 0] is used directly as time, affinely mapped into the evaluable
-range: t_k = t_min + (t_max - t_min) u_k. The result is x0-hat = z_end / a(t_min) (the residual
-b(t_min) eps part is < 4e-3 for every registered formulation with the default t_min and negligible
-for non-EDM paths). Fixed-step solvers in native time fail for the EDM paths: sigma(t) =
-exp(P_mean + P_std Phi^-1(t)) (or t / (1 - t), tan(pi t / 2)) has d sigma / dt -> infinity at t -> 1,
-so the first Euler step overshoots by orders of magnitude (errors 1e4..1e9 on the Gaussian test with
-10..25 steps), and Dopri5 needs > 16k steps. Use "rf" (or native only for rf / VP paths).
+``"native"`` with ``solver="ddim"``: the paper-protocol reading -- each formulation stepped along its
+own path on its own uniform time grid. Start: t_start = :func:`native_start`, the largest t in
+[t_min, t_max] with b_t / a_t <= SIGMA_MAX = 80 (EDM's sigma_max; one rule for every path; it is the
+rf time s = 80 / 81, found by :func:`rf_to_formulation_time`; argument ``sigma_max``, None for t_max),
+from z = b(t_start) eps. Grid: the shared u in [1, 0] mapped affinely, t_k = t_min + (t_start - t_min) u_k.
+Step (:func:`.solvers.ddim`, deterministic DDIM):
+
+    z_{k+1} = a(t_{k+1}) x0-hat + b(t_{k+1}) eps-hat,   (x0-hat, eps-hat) from the network at (z_k, t_k),
+
+i.e. Euler on z / a in sigma = b / a: exactly Euler dz = (eps-hat - x0-hat) dt for rf, EDM's Euler
+sampler for the VE paths (a = 1, b = sigma), LDM's DDIM for eps/linear and v/linear; nfe = steps.
+"ddim" with coordinates "rf" is a ValueError (there it would be Euler). The result is x0-hat =
+z_end / a(t_min) (the residual b(t_min) eps part is < 4e-3 for every registered formulation with the
+default t_min and negligible for non-EDM paths).
+
+The velocity solvers (euler, heun, dopri5) in native coordinates integrate the probability-flow ODE
+dz/dt = a'_t x0-hat + b'_t eps-hat on the same grid from the same start. They fail for the EDM paths:
+sigma(t) = exp(P_mean + P_std Phi^-1(t)) (or t / (1 - t), tan(pi t / 2)) has d sigma / dt -> infinity
+at t -> 1, so the first Euler step overshoots by orders of magnitude (Gaussian test, 5..25 Euler steps:
+errors 1e1..1e6 for the lognormal EDMs, 2..50 for edm/rf, edm/cos; from t_max, Dopri5 needed > 16k
+steps). DDIM does not: with x0-hat frozen its step is exact in sigma. On the Gaussian test DDIM's error
+at 5 -> 50 steps is 0.35 -> 0.04 for rf, cos and the EDMs with P_std >= 1.2 (first order, as Euler), but
+the lognormal EDMs with P_std = 0.6 converge slowly, because a uniform grid in their t (the quantile of
+log sigma ~ N(P_mean, P_std^2)) is coarse near the data: the last point before t_min has sigma =
+exp(P_mean + P_std Phi^-1(1 / N)) (0.29 for edm(0.00, 0.60), 0.97 for edm(1.20, 0.60) at N = 50), and the
+last step returns the posterior mean x0-hat there (errors 0.55 -> 0.21 and 1.04 -> 0.74).
 
 Evaluable range, start and end
 ------------------------------
@@ -34,10 +52,15 @@ extrapolates benignly towards the data end (EDM's preconditioning gives D -> z a
 EDM paths with a large P_mean need it (edm(1.20, 0.60) has sigma(T_MARGIN) = 0.19 but
 sigma(1e-30) = 0.0034).
 
-Both coordinate systems start at the formulation's t_max from z = b(t_max) eps, i.e. the a(t_max) x0
-part of the true marginal is dropped. That is exact up to a/b < 2e-6 for rf, cos, edm/rf and edm/cos
-(and a/b <= 0.013 for the EDMs with P_std >= 1.0), but a bias for paths that do not get close to pure
-noise inside [0, t_max]: LDM-linear (eps/linear, v/linear; terminal SNR 0.0047, a/b = 0.068 at
+rf coordinates start at the formulation's t_max from z = b(t_max) eps, native ones at t_start <= t_max
+(above) from z = b(t_start) eps; either way the a x0 part of the true marginal is dropped. In rf
+coordinates that is exact up to a/b < 2e-6 for rf, cos, edm/rf and edm/cos (and a/b <= 0.013 for the
+EDMs with P_std >= 1.0). In native coordinates a/b = 1 / SIGMA_MAX = 0.0125 at t_start for every path
+that reaches b/a = 80 (rf: t_start = 80/81; edm(-0.40, 1.00) stops at 77.5 at t_max), as in EDM's own
+sampler; on the Gaussian test (sd 0.5, |mu| <= 0.5) it moves the exact endpoint's mean by
+sd mu / 80 <= 0.003 and its sd by 2e-5, relative.
+Both are a bias for paths that do not get close to pure noise inside [0, t_max] (these start at t_max
+in both systems): LDM-linear (eps/linear, v/linear; terminal SNR 0.0047, a/b = 0.068 at
 t = 1, as in LDM's own samplers) and the EDMs with P_std = 0.6 (sigma(t_max) = exp(P_mean + 2.85),
 5.2 for edm(-1.20, 0.60)). In rf coordinates the shared grid is therefore clipped from above at the
 formulation's reachable s_hi = b / (a + b) at t_max (LDM: 0.936; edm(P_mean, 0.60): 0.84..0.98;
@@ -50,8 +73,10 @@ eps-prediction near a_t = 0
 ---------------------------
 At t_max an eps-network on a path that reaches pure noise (eps/cos: a = 1.6e-6) gives
 x0-hat = (z - b eps-hat) / a, which multiplies the network's error by b / a = 6e5, and every ODE
-(rf or native) uses x0-hat there with an O(1) weight. On the Gaussian test an eps-hat error of 1e-3
-turns the 25-step Euler result error from 0.08 into 12 (v/cos and rf are unaffected). ``x0_clip = c``
+started there uses x0-hat with an O(1) weight. On the Gaussian test an eps-hat error of 1e-3
+turns the 25-step rf Euler result error from 0.08 into 12 (v/cos and rf are unaffected). Native
+coordinates start where b / a = 80 instead, which bounds the amplification: 25 DDIM steps give 0.082
+with that error, as with the exact network (from t_max, ``sigma_max=None``: 18.6). ``x0_clip = c``
 (ADM's clip_denoised: x0-hat clipped to [-c, c], eps-hat recomputed from z) bounds this; it is off by
 default because it changes the ODE for every formulation (use c = 1 for data in [-1, 1]).
 
@@ -67,6 +92,7 @@ with N steps makes N velocity evaluations = N network calls, each of batch 2B wi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 
 import jax
@@ -76,10 +102,11 @@ from trajbench import perf
 from trajbench.formulations import T_MARGIN, Formulation
 from trajbench.formulations.densities import Uniform
 from trajbench.formulations.targets import Unweighted
-from trajbench.samplers.solvers import get_solver, time_grid
+from trajbench.samplers.solvers import ddim, get_solver, time_grid
 
 SAMPLE_T_MIN = 1e-30
 SAMPLE_T_MAX = 1.0 - T_MARGIN
+SIGMA_MAX = 80.0  # EDM's sigma_max: native sampling starts where b_t / a_t reaches it
 COORDINATES = ("rf", "native")
 BISECTION_STEPS = 40
 
@@ -139,6 +166,18 @@ rf_to_formulation_time.__doc__ = rf_to_formulation_time.__doc__.replace("{BISECT
 def reachable_rf_range(formulation: Formulation, t_min=SAMPLE_T_MIN, t_max=SAMPLE_T_MAX):
     """(s_lo, s_hi) = (s(t_min), s(t_max)): the rf times at which the formulation is evaluated exactly."""
     return rf_time(formulation, jnp.float32(t_min)), rf_time(formulation, jnp.float32(t_max))
+
+
+def native_start(formulation: Formulation, t_min=SAMPLE_T_MIN, t_max=SAMPLE_T_MAX, sigma_max=SIGMA_MAX):
+    """t_start: the largest t in [t_min, t_max] with b_t / a_t <= sigma_max (t_max where b / a stays below).
+
+    b / a = sigma_max is the rf time s = sigma_max / (1 + sigma_max), so t_start = t(s) by
+    :func:`rf_to_formulation_time`, to float32 resolution in t (b / a = 79.7 for edm(-1.20, 1.20), whose
+    t_start = 1 - 1.7e-6 is 28 float32 steps below 1). ``sigma_max=None``: t_max (no cap).
+    """
+    if sigma_max is None:
+        return jnp.float32(t_max)
+    return rf_to_formulation_time(formulation, sigma_max / (1.0 + sigma_max), t_min, t_max)
 
 
 # ---- velocities -----------------------------------------------------------------------------------
@@ -228,28 +267,90 @@ def sample(
     t_min=SAMPLE_T_MIN,
     t_max=SAMPLE_T_MAX,
     x0_clip=None,
+    sigma_max=SIGMA_MAX,
 ):
     """Integrate the probability-flow ODE from noise to data; returns (x0-hat, nfe).
 
     noise: eps [B, ...]; grid: the shared rf-time grid (descending, from :func:`time_grid`);
     model_fn(z_in, c_noise) -> F (guidance already folded in, see :func:`guided_model`).
     rf: start y = s_hi eps on the grid clipped to [0, s_hi]; result y_end / (1 - s_end) (= y_end for
-    s_end = 0). native: start z = b(t_max) eps on t = t_min + (t_max - t_min) grid; result
-    z_end / a(t_end). See the module docstring.
+    s_end = 0). native: start z = b(t_start) eps (t_start = :func:`native_start`, where b / a reaches
+    ``sigma_max``) on t = t_min + (t_start - t_min) grid; result z_end / a(t_end). ``solver="ddim"``
+    (:func:`~trajbench.samplers.solvers.ddim`) only in native coordinates. See the module docstring.
     """
+    ode = _ode(formulation, model_fn, noise, grid, solver, coordinates, t_min, t_max, x0_clip, sigma_max)
+    state, nfe = ode.solve(ode.start, ode.times)
+    return ode.finish(state), nfe
+
+
+def sample_path(
+    formulation: Formulation,
+    model_fn,
+    noise,
+    grid,
+    *,
+    solver="euler",
+    coordinates: str = "rf",
+    t_min=SAMPLE_T_MIN,
+    t_max=SAMPLE_T_MAX,
+    x0_clip=None,
+    sigma_max=SIGMA_MAX,
+):
+    """:func:`sample` step by step, keeping the path: returns (x0-hat, ys [N + 1, B, ...], s [N + 1]), the states
+    in rectified-flow coordinates y = z / (a_t + b_t) at the rf times s = b_t / (a_t + b_t) of the grid points,
+    whatever the coordinates the ODE is solved in (so paths of every formulation compare). Only for one-step
+    methods (euler, heun, ddim): each grid interval is one solver call."""
+    ode = _ode(formulation, model_fn, noise, grid, solver, coordinates, t_min, t_max, x0_clip, sigma_max)
+
+    def step(state, pair):
+        state, _ = ode.solve(state, pair)
+        return state, ode.to_rf(state, pair[1])
+
+    pairs = jnp.stack([ode.times[:-1], ode.times[1:]], axis=1)
+    state, ys = jax.lax.scan(step, ode.start, pairs)
+    ys = jnp.concatenate([ode.to_rf(ode.start, ode.times[0])[None], ys])
+    return ode.finish(state), ys, ode.rf_times
+
+
+@dataclasses.dataclass(frozen=True)
+class _ODE:
+    start: jax.Array  # the state at times[0]
+    times: jax.Array  # the grid in the ODE's own time
+    solve: object  # (state, times) -> (state, nfe)
+    finish: object  # state at times[-1] -> x0-hat
+    to_rf: object  # (state, time) -> y, the state in rf coordinates
+    rf_times: jax.Array  # the grid in rf time s
+
+
+def _ode(formulation, model_fn, noise, grid, solver, coordinates, t_min, t_max, x0_clip, sigma_max) -> _ODE:
+    """The probability-flow ODE of ``sample`` in the chosen coordinates: start, grid, stepping and read-out."""
     solve = get_solver(solver)
+    if solve is ddim and coordinates != "native":
+        raise ValueError(f"solver 'ddim' steps along a formulation's own path: use it with coordinates='native', "
+                         f"not {coordinates!r} (in rf coordinates it would be Euler: use solver='euler')")
     grid = jnp.asarray(grid, jnp.float32)
     if coordinates == "rf":
         _, s_hi = reachable_rf_range(formulation, t_min, t_max)
         s_grid = jnp.minimum(grid, s_hi)
-        y_end, nfe = solve(rf_velocity(formulation, model_fn, t_min, t_max, x0_clip), s_hi * noise, s_grid)
-        return y_end / (1.0 - s_grid[-1]), nfe
+        velocity = rf_velocity(formulation, model_fn, t_min, t_max, x0_clip)
+        return _ODE(s_hi * noise, s_grid, lambda y, times: solve(velocity, y, times),
+                    lambda y: y / (1.0 - s_grid[-1]), lambda y, s: y, s_grid)
     if coordinates == "native":
-        t_grid = t_min + (t_max - t_min) * grid
+        t_grid = t_min + (native_start(formulation, t_min, t_max, sigma_max) - t_min) * grid
         _, b_start = formulation.alpha_sigma(t_grid[0])
-        z_end, nfe = solve(native_velocity(formulation, model_fn, t_min, t_max, x0_clip), b_start * noise, t_grid)
+        if solve is ddim:
+            denoise_fn = functools.partial(denoise, formulation, model_fn, x0_clip=x0_clip)
+            stepper = lambda z, times: ddim(denoise_fn, z, times, formulation.alpha_sigma)  # noqa: E731
+        else:
+            velocity = native_velocity(formulation, model_fn, t_min, t_max, x0_clip)
+            stepper = lambda z, times: solve(velocity, z, times)  # noqa: E731
+
+        def to_rf(z, t):
+            a, b = formulation.alpha_sigma(t)
+            return z / (a + b)
+
         a_end, _ = formulation.alpha_sigma(t_grid[-1])
-        return z_end / a_end, nfe
+        return _ODE(b_start * noise, t_grid, stepper, lambda z: z / a_end, to_rf, rf_time(formulation, t_grid))
     raise ValueError(f"unknown coordinates {coordinates!r}; choose one of {COORDINATES}")
 
 
@@ -271,6 +372,7 @@ def generate(
     x0_clip=None,
     t_min=SAMPLE_T_MIN,
     t_max=SAMPLE_T_MAX,
+    sigma_max=SIGMA_MAX,
 ):
     """Sample images for a batch of conditions: returns (images [B, H, W, C], info).
 
@@ -299,6 +401,7 @@ def generate(
         t_min=t_min,
         t_max=t_max,
         x0_clip=x0_clip,
+        sigma_max=sigma_max,
     )
     if clip:
         x0 = jnp.clip(x0, -1.0, 1.0)

@@ -8,6 +8,10 @@ Every solver is ``solver(velocity_fn, z_start, grid) -> (z_end, nfe)``:
   solvers, a traced int32 scalar for the adaptive one).
 
 All solvers are jit-compatible (``lax.scan`` / diffrax's ``while_loop``) and vmap-able.
+
+The exception is :func:`ddim`, which steps along a path rather than along a velocity:
+``ddim(denoise_fn, z_start, grid, alpha_sigma) -> (z_end, nfe)``; it is in ``SOLVERS`` so that
+``solver="ddim"`` can be named, and :func:`trajbench.samplers.sample` calls it (native coordinates only).
 """
 
 from __future__ import annotations
@@ -120,12 +124,32 @@ def dopri5(velocity_fn: VelocityFn, z, grid, *, rtol: float = 1e-5, atol: float 
     return solution.ys[0], nfe
 
 
-SOLVERS: dict[str, Callable] = {"euler": euler, "heun": heun, "dopri5": dopri5}
+def ddim(denoise_fn, z, grid, alpha_sigma):
+    """Deterministic DDIM (eta = 0) on a path z_t = a_t x0 + b_t eps, in the path's own time t:
+
+        z_{k+1} = a(t_{k+1}) x0-hat + b(t_{k+1}) eps-hat,   (x0-hat, eps-hat) = denoise_fn(z_k, t_k).
+
+    ``alpha_sigma(t) -> (a_t, b_t)``. Since z_k = a_k x0-hat + b_k eps-hat, this is Euler on y = z / a
+    in sigma = b / a, y_{k+1} = y_k + (sigma_{k+1} - sigma_k) eps-hat: EDM's Euler sampler for a = 1,
+    b = sigma, and plain Euler dz = (eps-hat - x0-hat) dt for the linear path a = 1 - t, b = t.
+    N = len(grid) - 1 steps, nfe = N; the network is never evaluated at grid[-1].
+    """
+    def step(z, ts):
+        t0, t1 = ts
+        x0, eps = denoise_fn(z, t0)
+        a, b = alpha_sigma(t1)
+        return a * x0 + b * eps, None
+
+    z, _ = jax.lax.scan(step, z, _pairs(grid))
+    return z, len(grid) - 1
+
+
+SOLVERS: dict[str, Callable] = {"euler": euler, "heun": heun, "dopri5": dopri5, "ddim": ddim}
 
 
 def get_solver(solver) -> Callable:
     """A solver by name (``SOLVERS``) or any callable with the solver signature (e.g. a
-    ``functools.partial(dopri5, rtol=1e-7, atol=1e-7)``)."""
+    ``functools.partial(dopri5, rtol=1e-7, atol=1e-7)``). ``"ddim"`` gives :func:`ddim`, which has its own."""
     if callable(solver):
         return solver
     try:
