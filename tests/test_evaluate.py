@@ -27,7 +27,32 @@ def test_every_training_seed_is_scored_on_the_same_evaluation_data():
     assert scored.captions("val", index) != get_dataset("synth-cc12m", resolution=16, seed=3).captions("val", index)
 
 
-@pytest.mark.parametrize("bad, message", [("25", "malformed"), ("0x2", "malformed"), ("5x2/rk4", "unknown solver")])
+def test_protocols_parse_and_label():
+    paper = SamplerSetting.parse("5x5.0@paper")
+    assert (paper.coordinates, paper.solver, paper.x0_clip, paper.protocol) == ("native", "ddim", None, "paper")
+    assert paper.label == "5x5@paper" and SamplerSetting.parse(paper.label) == paper
+    shared = SamplerSetting.parse("5x5.0@shared")
+    assert shared == SamplerSetting.parse("5x5") and shared.label == "5x5" and shared.protocol == "shared"
+    assert SamplerSetting.parse("5x5/euler@paper").label == "5x5/euler@paper"
+    assert paper.with_steps(1).label == "1x5@paper"
+
+
+def test_a_spec_scores_ranked_control_and_one_step_baseline_settings():
+    from trajbench.spec import EvalSpec
+
+    ev = EvalSpec(settings=("5x5.0@paper", "50x5.0@paper", "50x1.0@paper"), weights=("ema", "raw"),
+                  control_settings=("5x5.0",), control_weights=("ema",))
+    scored = [(w, s.label, role) for w, s, role in ev.scored()]
+    assert ("raw", "50x1@paper", "ranked") in scored and ("ema", "5x5", "control") in scored
+    baselines = sorted((w, label) for w, label, role in scored if role == "baseline")
+    assert baselines == [("ema", "1x1@paper"), ("ema", "1x5"), ("ema", "1x5@paper"), ("raw", "1x1@paper"),
+                         ("raw", "1x5@paper")]
+    assert ev.role_of("5x5") == "control" and ev.role_of("1x5@paper") == "baseline"
+    assert not [r for r in EvalSpec(baseline_steps=0).scored() if r[2] == "baseline"]
+
+
+@pytest.mark.parametrize("bad, message", [("25", "malformed"), ("0x2", "malformed"), ("5x2/rk4", "unknown solver"),
+                                          ("5x2@nice", "unknown protocol"), ("5x2/ddim", "use it with @paper")])
 def test_bad_settings_are_one_line_errors(bad, message):
     with pytest.raises(RunError, match=message):
         SamplerSetting.parse(bad)
