@@ -52,19 +52,27 @@ def train_flops(train_config) -> float:
     return 3.0 * forward_flops(model_config(train_config)) * train_config.batch_size * train_config.steps
 
 
-def sample_flops(train_config, settings, weights: int, samples: int) -> float:
-    """FLOPs of scoring one run: forward FLOPs x network evaluations, over settings and weight sets."""
-    from trajbench.evaluate import SamplerSetting
+REFERENCE_NFE = 100
+"""A rough count of the network evaluations of one accurate (Dopri5) solve of the step axis."""
+
+
+def sample_flops(train_config, scored, samples: int, step_axis_samples: int = 0) -> float:
+    """FLOPs of scoring one run: forward FLOPs x network evaluations over the scored (weights, setting, role)
+    triples (``EvalSpec.scored``), plus the step axis: each setting again on ``step_axis_samples`` prompts and
+    one accurate solve per (weights, guidance, protocol)."""
     from trajbench.models.mmdit import forward_flops
     from trajbench.train import model_config
 
     per_image = forward_flops(model_config(train_config))
-    total = 0.0
-    for text in settings:
-        setting = SamplerSetting.parse(text)
-        nfe = {"euler": setting.steps, "heun": 2 * setting.steps - 1}.get(setting.solver, 6 * setting.steps)
-        total += per_image * nfe * (2 if setting.guidance != 1.0 else 1) * samples
-    return total * weights
+    total, references = 0.0, set()
+    for weights, setting, _ in scored:
+        nfe = {"heun": 2 * setting.steps - 1, "dopri5": 6 * setting.steps}.get(setting.solver, setting.steps)
+        copies = 2 if setting.guidance != 1.0 else 1
+        total += per_image * nfe * copies * (samples + step_axis_samples)
+        if step_axis_samples and (weights, setting.guidance, setting.protocol) not in references:
+            references.add((weights, setting.guidance, setting.protocol))
+            total += per_image * REFERENCE_NFE * copies * step_axis_samples
+    return total
 
 
 def compiled_programs(spec, cells) -> set:
@@ -81,7 +89,8 @@ def estimate_grid_seconds(spec, cells=None) -> dict:
     cells = spec.cells() if cells is None else cells
     peak = matmul_peak_flops()
     train = sum(train_flops(spec.train_config(c)) for c in cells) / (peak * TRAIN_EFFICIENCY)
-    sample = sum(sample_flops(spec.train_config(c), spec.eval.settings, len(spec.eval.weights), spec.eval.samples)
+    scored = spec.eval.scored()
+    sample = sum(sample_flops(spec.train_config(c), scored, spec.eval.samples, spec.eval.step_axis_samples)
                  for c in cells) / (peak * SAMPLE_EFFICIENCY)
     compilations = len(compiled_programs(spec, cells))
     overhead = COMPILE_SECONDS * compilations + EVALUATOR_SECONDS * len({c.dataset for c in cells})
