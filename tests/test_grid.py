@@ -146,9 +146,18 @@ def test_uninterrupted_grid_has_every_cell_exactly_once(uninterrupted):
     spec = load_spec(SMOKE)
     per_cell = table.groupby(["variant", "dataset", "seed"]).size()
     assert len(per_cell) == len(spec.cells())
-    assert (per_cell == len(spec.eval.settings) * len(spec.eval.weights) * 3).all()  # fid, kid, clip_score
-    assert table["value"].notna().all() and (table["ci_low"] <= table["ci_high"]).all()
-    assert table["nfe"].isin([5, 10]).all() and (table["samples"] == spec.eval.samples).all()
+    # ranked (2 settings x 2 weights) + control (1 x EMA) + 1-step baselines (paper x 2 weights, shared x EMA),
+    # each with fid, kid, clip_score, accuracy, ref_distance and straightness
+    assert (per_cell == (2 * 2 + 1 + 3) * 6).all()
+    roles = table.groupby("role")["setting"].unique().map(sorted).to_dict()
+    assert roles == {"ranked": ["10x2@paper", "5x2@paper"], "control": ["5x2"], "baseline": ["1x2", "1x2@paper"]}
+    assert set(table["protocol"]) == {"paper", "shared"}
+    assert table["value"].notna().all()
+    with_ci = table[table["ci_low"].notna()]
+    assert set(table["metric"]) - set(with_ci["metric"]) == {"ref_distance", "straightness"}
+    assert (with_ci["ci_low"] <= with_ci["ci_high"]).all()
+    assert table["nfe"].isin([1, 5, 10]).all() and (table["samples"] == spec.eval.samples).all()
+    assert (uninterrupted / "smoke" / "validity" / "sensitivity-synth-imagenet.json").exists()
     assert len(list((uninterrupted / "smoke" / "samples").rglob("*.png"))) == 3
 
 
@@ -258,4 +267,8 @@ def test_multivariant_grid_equals_the_one_by_one_grid(uninterrupted, tmp_path):
     reference = comparable(read_metrics(uninterrupted / "smoke" / "metrics.csv"))
     numeric = ["value", "ci_low", "ci_high"]
     pd.testing.assert_frame_equal(together.drop(columns=numeric), reference.drop(columns=numeric))
+    # the step-axis distances are differences of nearly equal samples: they amplify float-level differences
+    step_axis = reference["metric"].isin(["ref_distance", "straightness"]).to_numpy()
+    np.testing.assert_allclose(together["value"][step_axis], reference["value"][step_axis], rtol=2e-2, atol=1e-6)
+    together, reference = together[~step_axis], reference[~step_axis]
     np.testing.assert_allclose(together[numeric].to_numpy(), reference[numeric].to_numpy(), rtol=1e-3, atol=1e-5)

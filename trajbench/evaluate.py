@@ -15,7 +15,8 @@ Two sampler protocols (a setting's ``@PROTOCOL`` suffix):
   Euler for the linear rf path, Euler in sigma for EDM's VE path); no clipping. The grid differs between
   formulations, as in the paper.
 * ``shared`` (the default, the control): every formulation sampled as a rectified flow on ONE shared grid in rf
-  time (``coordinates="rf"``), with x0-hat clipped to [-1, 1] (``x0_clip``, as ADM samples pixel-space models):
+  time (``coordinates="rf"``), with x0-hat clipped to [-1, 1] in pixel space (``x0_clip``, as ADM samples
+  pixel-space models; a latent model's x0-hat is not clipped, its decoded image is):
   differences come from training alone.
 """
 
@@ -82,6 +83,11 @@ class SamplerSetting:
         return (f"{self.steps}x{self.guidance:g}" + ("" if self.solver == default_solver else f"/{self.solver}")
                 + ("" if self.protocol == "shared" else f"@{self.protocol}"))
 
+    def x0_clip_for(self, run) -> float | None:
+        """The clip of x0-hat for a run: ``x0_clip`` in pixel space, none for a latent run (its standardised
+        latents have no [-1, 1] range; its decoded images are clipped instead)."""
+        return self.x0_clip if run.autoencoder is None else None
+
     def with_steps(self, steps: int) -> "SamplerSetting":
         """The same setting with another step count (e.g. the 1-step conditional-mean baseline)."""
         from dataclasses import replace
@@ -118,7 +124,7 @@ def generate_images(run, weights: str, setting: SamplerSetting, tokens, pooled, 
             formulation, network, jnp.asarray(tokens[start:start + batch_size]),
             jnp.asarray(pooled[start:start + batch_size]), jax.random.fold_in(jax.random.key(seed), index),
             steps=setting.steps, guidance=setting.guidance, solver=setting.solver, coordinates=setting.coordinates,
-            grid=setting.grid, image_shape=data_shape(run.config), x0_clip=setting.x0_clip,
+            grid=setting.grid, image_shape=data_shape(run.config), x0_clip=setting.x0_clip_for(run),
             clip=run.autoencoder is None)
         if run.autoencoder is not None:
             batch = jnp.clip(run.autoencoder.to_image(batch), -1.0, 1.0)

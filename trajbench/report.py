@@ -223,9 +223,9 @@ def curve_guidance(metrics, requested: float | None) -> float:
 
 def plot_metric_vs_steps(metrics, out, *, guidance: float, weights: str = "ema") -> Path:
     """The paper's Figure 3: FID and CLIP score against sampling steps, one line per variant, coloured by
-    family; one row of panels per dataset (means over seeds, Euler settings at the given guidance)."""
+    family; one row of panels per dataset (means over seeds, Euler-type settings at the given guidance)."""
     rows = metrics[(metrics["weights"] == weights) & np.isclose(metrics["guidance"], guidance)
-                   & (metrics["sampler"] == "euler")]
+                   & metrics["sampler"].isin(["euler", "ddim"])]
     datasets = list(dict.fromkeys(rows["dataset"]))
     colours = family_colours(rows["family"])
     plt, fig, axes = _figure(max(len(datasets), 1), 2)

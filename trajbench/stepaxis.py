@@ -86,13 +86,14 @@ def step_axis_metrics(run, weights: str, setting, tokens, pooled, *, seed: int =
     network = jax.tree_util.Partial(run.model.apply, run.weights[weights])
     formulation = for_sampling(run.formulation)
     tokens, pooled = jnp.asarray(tokens), jnp.asarray(pooled)
+    x0_clip = setting.x0_clip_for(run)
     x_n, ys, s = _path(formulation, network, tokens, pooled, jax.random.fold_in(jax.random.key(seed), NOISE_STREAM),
                        steps=setting.steps, guidance=setting.guidance, solver=setting.solver,
-                       coordinates=setting.coordinates, x0_clip=setting.x0_clip, image_shape=data_shape(run.config))
+                       coordinates=setting.coordinates, x0_clip=x0_clip, image_shape=data_shape(run.config))
     references = {} if references is None else references
-    key = (weights, setting.guidance, setting.protocol, setting.x0_clip, len(tokens))
+    key = (weights, setting.guidance, setting.protocol, x0_clip, len(tokens))
     if key not in references:  # the start (ys[0], s[0]) and end s[-1] depend on the protocol, not on the steps
         references[key] = np.asarray(_accurate(formulation, network, tokens, pooled, ys[0], s[0], s[-1],
-                                               guidance=setting.guidance, x0_clip=setting.x0_clip))
+                                               guidance=setting.guidance, x0_clip=x0_clip))
     return {"ref_distance": relative_distance(np.asarray(x_n), references[key]),
             "straightness": straightness(np.asarray(ys), np.asarray(s))}
