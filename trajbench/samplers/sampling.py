@@ -278,29 +278,18 @@ def sample(
     ``sigma_max``) on t = t_min + (t_start - t_min) grid; result z_end / a(t_end). ``solver="ddim"``
     (:func:`~trajbench.samplers.solvers.ddim`) only in native coordinates. See the module docstring.
     """
-    ode = _ode(formulation, model_fn, noise, grid, solver, coordinates, t_min, t_max, x0_clip, sigma_max)
+    ode = _ode(formulation, model_fn, noise, grid, solver=solver, coordinates=coordinates, t_min=t_min, t_max=t_max,
+               x0_clip=x0_clip, sigma_max=sigma_max)
     state, nfe = ode.solve(ode.start, ode.times)
     return ode.finish(state), nfe
 
 
-def sample_path(
-    formulation: Formulation,
-    model_fn,
-    noise,
-    grid,
-    *,
-    solver="euler",
-    coordinates: str = "rf",
-    t_min=SAMPLE_T_MIN,
-    t_max=SAMPLE_T_MAX,
-    x0_clip=None,
-    sigma_max=SIGMA_MAX,
-):
+def sample_path(formulation: Formulation, model_fn, noise, grid, **options):
     """:func:`sample` step by step, keeping the path: returns (x0-hat, ys [N + 1, B, ...], s [N + 1]), the states
     in rectified-flow coordinates y = z / (a_t + b_t) at the rf times s = b_t / (a_t + b_t) of the grid points,
     whatever the coordinates the ODE is solved in (so paths of every formulation compare). Only for one-step
-    methods (euler, heun, ddim): each grid interval is one solver call."""
-    ode = _ode(formulation, model_fn, noise, grid, solver, coordinates, t_min, t_max, x0_clip, sigma_max)
+    methods (euler, heun, ddim): each grid interval is one solver call. ``options``: those of :func:`sample`."""
+    ode = _ode(formulation, model_fn, noise, grid, **options)
 
     def step(state, pair):
         state, _ = ode.solve(state, pair)
@@ -322,7 +311,8 @@ class _ODE:
     rf_times: jax.Array  # the grid in rf time s
 
 
-def _ode(formulation, model_fn, noise, grid, solver, coordinates, t_min, t_max, x0_clip, sigma_max) -> _ODE:
+def _ode(formulation, model_fn, noise, grid, *, solver="euler", coordinates="rf", t_min=SAMPLE_T_MIN,
+         t_max=SAMPLE_T_MAX, x0_clip=None, sigma_max=SIGMA_MAX) -> _ODE:
     """The probability-flow ODE of ``sample`` in the chosen coordinates: start, grid, stepping and read-out."""
     solve = get_solver(solver)
     if solve is ddim and coordinates != "native":
