@@ -91,17 +91,23 @@ def cmd_eval(args) -> None:
     from trajbench.evaluate import evaluate_run
 
     settings = [s for item in args.settings for s in item.split(",") if s]
+    if args.step_axis < 0 or args.step_axis == 1:
+        raise UserError(f"--step-axis {args.step_axis}: use 0 (off) or at least 2 prompts")
     rows = evaluate_run(args.run_dir, settings, weights=args.weights, num_samples=args.samples,
                         checkpoint=args.checkpoint, seed=args.seed, n_boot=args.n_boot,
                         evaluator_config=parse_assignments(args.evaluator_set, "--evaluator-set") or None,
-                        geneval_config=parse_assignments(args.geneval_set, "--geneval-set") or None)
+                        geneval_config=parse_assignments(args.geneval_set, "--geneval-set") or None,
+                        step_axis_samples=args.step_axis)
     if args.format == "json":
         for row in rows:
             print(json.dumps(row))
         return
     for row in rows:
-        print(f"{row['weights']:>4} {row['setting']:>10}  nfe {row['nfe']:>3}  FID {row['fid']:8.3f} "
-              f"[{row['fid_ci'][0]:.2f}, {row['fid_ci'][1]:.2f}]  CLIP {row['clip_score']:.4f}  KID {row['kid']:.4f}")
+        axis = (f"  ref {row['ref_distance']:.3f}  straightness {row['straightness']:.3f}"
+                if "ref_distance" in row else "")
+        print(f"{row['weights']:>4} {row['setting']:>12}  nfe {row['nfe']:>3}  FID {row['fid']:8.3f} "
+              f"[{row['fid_ci'][0]:.2f}, {row['fid_ci'][1]:.2f}]  CLIP {row['clip_score']:.4f}  KID {row['kid']:.4f}"
+              f"  accuracy {row.get('accuracy', float('nan')):.3f}{axis}")
 
 
 def parse_assignments(items, option: str) -> dict:
@@ -358,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field of the CLIP-style evaluator's config (part of its cache key)")
     p.add_argument("--geneval-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the GenEval classifier's config (part of its cache key)")
+    p.add_argument("--step-axis", type=int, default=0, metavar="K",
+                   help="also measure the distance to an accurate solve and straightness on K prompts")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=cmd_eval)
 
