@@ -151,3 +151,10 @@ def test_sample_writes_a_grid_with_its_prompts(smoke_run, tmp_path, capsys):
     assert width > 64 and height > 32  # two 16x16 samples, upscaled, with their captions and a title
     assert main(["sample", str(smoke_run), "--solver", "rk4", "--out", str(out)]) == 2
     assert "unknown solver" in capsys.readouterr().err
+
+
+def test_eval_step_axis_needs_two_prompts(tmp_path, capsys):
+    from trajbench.cli import main
+
+    assert main(["eval", str(tmp_path), "--step-axis", "1"]) == 2
+    assert "--step-axis 1: use 0 (off) or at least 2 prompts" in capsys.readouterr().err

@@ -191,7 +191,7 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
     size = min(len(features), len(reference_features))
     kid_value = kid(features, reference_features, subsets=20, subset_size=size, seed=seed)
     reference_subset = reference_features[np.random.default_rng(seed).choice(len(reference_features), size, False)]
-    kid_ci = bootstrap_ci(lambda g: mmd2_unbiased(g, reference_subset), features, n_boot=max(n_boot // 4, 2),
+    kid_ci = bootstrap_ci(lambda g: mmd2_unbiased(g, reference_subset), features, n_boot=n_boot,
                           seed=seed, method="bias_corrected")
     clip, per_example = evaluator.clip_score(images, captions, return_per_example=True)
     scores = {
