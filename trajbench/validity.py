@@ -57,17 +57,13 @@ class ValidityError(Exception):
 # ---- evaluator sensitivity -------------------------------------------------------------------------------
 
 
-def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter
-
-    return gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="reflect").astype(np.float32)
-
-
 def disturbances(images: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """The disturbed copies of ``images`` ([N, H, W, 3] in [-1, 1]), in table order."""
+    from trajbench.metrics.report import blur
+
     rng = np.random.default_rng(seed)
     out = {"real": images}
-    out |= {f"blur {s:g} px": _blur(images, s) for s in BLUR_PX}
+    out |= {f"blur {s:g} px": blur(images, s) for s in BLUR_PX}
     out |= {f"noise {s:g}": np.clip(images + rng.normal(0.0, s, images.shape), -1, 1).astype(np.float32)
             for s in NOISE_STD}
     out["flat mean colour"] = np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).astype(np.float32)
@@ -167,13 +163,10 @@ def _means(rows: pd.DataFrame) -> pd.DataFrame:
                             aggfunc="mean").reset_index()
 
 
-def _curve_guidance(ranked: pd.DataFrame, requested: float | None) -> float:
-    return float(requested) if requested is not None else float(ranked["guidance"].mode().iloc[0])
-
-
 def dataset_gates(metrics: pd.DataFrame, sensitivity: dict, dataset: str, curve_guidance=None) -> list[Gate]:
     """The gates of one dataset (see the module docstring)."""
     from trajbench.metrics.ranking import rank_table
+    from trajbench.report import curve_guidance as choose_guidance
     from trajbench.report import discrimination
 
     gates = []
@@ -184,7 +177,7 @@ def dataset_gates(metrics: pd.DataFrame, sensitivity: dict, dataset: str, curve_
         raise ValidityError(f"no ranked EMA results for {dataset}; run `trajbench grid run SPEC` first")
     real = sensitivity_frame(sensitivity)
     most = int(ema["steps"].max())
-    guidance = _curve_guidance(ema, curve_guidance)
+    guidance = choose_guidance(ema, curve_guidance)
     # best variant: lowest mean rank over the most-step settings
     ranks = rank_table(ema[ema["steps"] == most], step_counts=())
     best = ranks.iloc[0]["variant"]

@@ -54,7 +54,8 @@ def retrieval_accuracy(image_features, text_features_of, captions, *, candidates
     return correct, k
 
 
-def _blur(images: np.ndarray, sigma: float) -> np.ndarray:
+def blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of [N, H, W, C] images over H and W (sigma in pixels)."""
     from scipy.ndimage import gaussian_filter
 
     return gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="reflect").astype(np.float32)
@@ -104,7 +105,7 @@ def evaluator_report(dataset, evaluator, *, n: int = 1000, n_boot: int = 100, se
     noise = np.clip(rng.normal(0.0, 0.5, images.shape), -1, 1).astype(np.float32)
     sigma = dataset.resolution / 16.0
     sets = {"floor": feats, "noise": evaluator.fid_features(noise),
-            "blur": evaluator.fid_features(_blur(images, sigma))}
+            "blur": evaluator.fid_features(blur(images, sigma))}
     fid = {name: stats.frechet_distance(f, ref_stats) for name, f in sets.items()}
     # percentile bootstrap over the val set; note that a resample holds only ~63 % distinct images, so its FID is
     # biased upward and this interval can lie above the floor itself (it shows the spread, not the bias)
