@@ -1,4 +1,5 @@
-"""Tables and plots."""
+"""A grid's report: Tables 1 and 2, rank stability and discrimination, the step-axis table, the figures (drawn
+by :mod:`trajbench.plots`) and README.md, all from metrics.csv; and the density plot of `trajbench plot densities`."""
 
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def discrimination(metrics, names=("fid", "clip_score")) -> "pd.DataFrame":
 
 
 def family_colours(families) -> dict:
-    """One colour per family (tab10 / tab20 in FAMILY_ORDER), shared by every figure."""
+    """One colour per family (tab20 in FAMILY_ORDER), for the per-family step-axis figure."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab20"]
