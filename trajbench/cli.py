@@ -309,6 +309,51 @@ def cmd_validate(args) -> None:
         raise SystemExit(1)
 
 
+def _on_results(command):
+    """A command on a grid's results table; the results API's bad input is a user error (one line, exit 2)."""
+    def run(args) -> None:
+        from trajbench.results import ResultsError, load
+
+        try:
+            command(args, load(args.spec, results=args.results, overrides=args.set))
+        except ResultsError as error:
+            raise UserError(str(error)) from None
+    return run
+
+
+@_on_results
+def cmd_plot_curves(args, table) -> None:
+    from trajbench.plots import curves, save
+
+    figure = curves(table, variants=args.variants, families=args.family, metrics=args.metric, datasets=args.dataset,
+                    guidance=args.guidance, weights=args.weights, protocol=args.protocol, x=args.x)
+    print(f"wrote {save(figure, args.out)}")
+
+
+@_on_results
+def cmd_plot_ranks(args, table) -> None:
+    from trajbench.plots import ranks, save
+
+    figure = ranks(table, variants=args.variants, families=args.family, datasets=args.dataset, protocol=args.protocol)
+    print(f"wrote {save(figure, args.out)}")
+
+
+@_on_results
+def cmd_plot_samples(args, table) -> None:
+    from trajbench.plots import samples, save
+
+    print(f"wrote {save(samples(table, variants=args.variants, dataset=args.dataset, seed=args.seed), args.out)}")
+
+
+@_on_results
+def cmd_table(args, table) -> None:
+    from trajbench.tables import compare, format_table
+
+    frame = compare(table, variants=args.variants, families=args.family, settings=args.setting, metrics=args.metric,
+                    datasets=args.dataset, weights=args.weights)
+    print(format_table(frame, args.format).rstrip("\n"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trajbench", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -420,6 +465,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = spec_command(commands, "validate", "do the study's models pass the validity gates? (exit 1 if not)")
     p.add_argument("--metrics", help="a metrics.csv (default: RESULTS/NAME/metrics.csv)")
     p.set_defaults(run=cmd_validate)
+
+    def results_command(parent, name, help_text):
+        p = spec_command(parent, name, help_text + " (SPEC may also be a results folder or a metrics.csv)")
+        p.add_argument("--variants", nargs="+", metavar="V", help="variants, families with parameters or table1")
+        p.add_argument("--dataset", help="one dataset (default: every dataset)")
+        return p
+
+    p = results_command(plot, "curves", "a metric against sampling steps, one line per variant with its interval")
+    p.add_argument("--family", nargs="+", metavar="F", help="only the variants of these families (e.g. rf, edm)")
+    p.add_argument("--metric", nargs="+", default=["fid"], help="one panel per metric (fid, clip_score, kid, ...)")
+    p.add_argument("--guidance", type=float, help="default: the most common guidance")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--protocol", choices=("paper", "shared"), help="default: the ranked protocol")
+    p.add_argument("--x", choices=("steps", "nfe"), default="steps", help="x axis (log scale)")
+    p.add_argument("--out", required=True, help="image file to write (PNG, PDF, SVG)")
+    p.set_defaults(run=cmd_plot_curves)
+    p = results_command(plot, "ranks", "mean non-dominated-sorting rank against sampling steps")
+    p.add_argument("--family", nargs="+", metavar="F", help="only the variants of these families")
+    p.add_argument("--protocol", choices=("paper", "shared"), help="default: the ranked protocol")
+    p.add_argument("--out", required=True, help="image file to write")
+    p.set_defaults(run=cmd_plot_ranks)
+    p = results_command(plot, "samples", "the sample grids of several variants, one per row, same prompts")
+    p.add_argument("--seed", type=int, help="training seed (default: the smallest)")
+    p.add_argument("--out", required=True, help="image file to write")
+    p.set_defaults(run=cmd_plot_samples)
+    p = results_command(commands, "table", "chosen variants at chosen settings with intervals, best in bold")
+    p.add_argument("--family", nargs="+", metavar="F", help="only the variants of these families")
+    p.add_argument("--setting", nargs="+", metavar="S",
+                   help="sampler settings, e.g. 25x5.0@paper (default: the ranked ones at the most common guidance)")
+    p.add_argument("--metric", nargs="+", help="default: fid clip_score")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    p.set_defaults(run=cmd_table)
 
     p = commands.add_parser("demo", help="run the main job on the embedded default: the quick study, Table 1 "
                                          "beside the paper's", formatter_class=argparse.ArgumentDefaultsHelpFormatter)

@@ -44,6 +44,11 @@ TIMING_COLUMNS = ("train_seconds", "sample_seconds")
 """Wall times: the only columns that differ between two runs of the same spec on the same machine."""
 
 
+def sample_grid_path(root: str | Path, cell: Cell) -> Path:
+    """A cell's sample grid under a spec's results folder."""
+    return Path(root) / "samples" / f"{cell.key}.png"
+
+
 class GridLayout:
     """Where a spec's files live."""
 
@@ -55,7 +60,7 @@ class GridLayout:
         return self.root / "cells" / cell.key
 
     def sample_grid(self, cell: Cell) -> Path:
-        return self.root / "samples" / f"{cell.key}.png"
+        return sample_grid_path(self.root, cell)
 
     @property
     def metrics_csv(self) -> Path:

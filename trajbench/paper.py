@@ -135,7 +135,7 @@ def compare(ours: pd.DataFrame, metrics: pd.DataFrame | None = None) -> dict:
 
 def format_comparison(result: dict) -> str:
     """Markdown: the side-by-side table, the correlations, the findings."""
-    from trajbench.report import to_markdown
+    from trajbench.tables import to_markdown
 
     lines = ["## Our Table 1 beside the paper's", "", to_markdown(result["table"]), "",
              "## Rank correlation with the paper (over the variants both ran)", "",

@@ -1,4 +1,5 @@
-"""Tables and plots."""
+"""A grid's report: Tables 1 and 2, rank stability and discrimination, the step-axis table, the figures (drawn
+by :mod:`trajbench.plots`) and README.md, all from metrics.csv; and the density plot of `trajbench plot densities`."""
 
 from __future__ import annotations
 
@@ -164,22 +165,11 @@ def discrimination(metrics, names=("fid", "clip_score")) -> "pd.DataFrame":
     return pd.DataFrame(out)
 
 
-def to_markdown(table, digits: int = 4) -> str:
-    """A Markdown table; numbers with ``digits`` significant digits (ranks, FID and CLIP score alike)."""
-    return table.to_markdown(index=False, floatfmt=f".{digits}g")
-
-
-def to_latex(table, digits: int = 4, caption: str = "") -> str:
-    styler = table.style.hide(axis="index").format(lambda v: f"{v:.{digits}g}", subset=table.select_dtypes(
-        "number").columns, na_rep="--")
-    return styler.to_latex(caption=caption or None, hrules=True).replace("_", r"\_")
-
-
 # ---- grid results: figures -----------------------------------------------------------------------------
 
 
 def family_colours(families) -> dict:
-    """One colour per family (tab10 / tab20 in FAMILY_ORDER), shared by every figure."""
+    """One colour per family (tab20 in FAMILY_ORDER), for the per-family step-axis figure."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab20"]
@@ -187,122 +177,34 @@ def family_colours(families) -> dict:
     return {family: cmap(2 * i % 20 + (2 * i // 20)) for i, family in enumerate(known)}
 
 
-def _figure(rows: int, cols: int, width: float = 6.0, height: float = 4.2):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    return plt, fig, axes
-
-
-def _save(plt, fig, out, bottom: float = 0.0) -> Path:
-    """Lay out (keeping the bottom fraction ``bottom`` free for a figure legend) and write a PNG."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout(rect=(0, bottom, 1, 1))
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def _step_ticks(ax, steps) -> None:
-    """Log x axis labelled with the step counts only (no minor-tick labels)."""
-    from matplotlib.ticker import NullFormatter
-
-    steps = sorted({int(s) for s in steps})
-    ax.set_xticks(steps, [str(s) for s in steps])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def curve_guidance(metrics, requested: float | None) -> float:
-    """The guidance of the metric-vs-steps curves: as requested, else the most common one."""
-    return float(requested) if requested is not None else float(metrics["guidance"].mode().iloc[0])
-
-
-def plot_metric_vs_steps(metrics, out, *, guidance: float, weights: str = "ema") -> Path:
-    """The paper's Figure 3: FID and CLIP score against sampling steps, one line per variant, coloured by
-    family; one row of panels per dataset (means over seeds, Euler-type settings at the given guidance)."""
-    rows = metrics[(metrics["weights"] == weights) & np.isclose(metrics["guidance"], guidance)
-                   & metrics["sampler"].isin(["euler", "ddim"])]
-    datasets = list(dict.fromkeys(rows["dataset"]))
-    colours = family_colours(rows["family"])
-    plt, fig, axes = _figure(max(len(datasets), 1), 2)
-    for r, dataset in enumerate(datasets):
-        for c, (metric, label) in enumerate((("fid", "FID (lower is better)"), ("clip_score", "CLIP score"))):
-            ax = axes[r, c]
-            part = rows[(rows["dataset"] == dataset) & (rows["metric"] == metric)]
-            means = part.groupby(["family", "variant", "steps"])["value"].mean().reset_index()
-            for (family, variant), line in means.groupby(["family", "variant"], sort=False):
-                ax.plot(line["steps"], line["value"], marker="o", ms=3, lw=1.2, color=colours[family], alpha=0.85)
-            ax.set(xscale="log", xlabel="sampling steps", ylabel=label, title=f"{dataset}: {label.split(' (')[0]}")
-            _step_ticks(ax, part["steps"])
-            ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=colour, lw=2, label=family) for family, colour in colours.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
-    fig.suptitle(f"metric vs sampling steps (guidance {guidance:g}, {weights} weights)")
-    return _save(plt, fig, out, bottom=0.12 / max(len(datasets), 1))
-
-
 def plot_step_axis(metrics, out) -> Path | None:
     """Distance to the accurate solve (relative RMS) and straightness against steps, one line per family
     (EMA weights, means over variants and seeds), one row of panels per dataset and guidance."""
+    from matplotlib.figure import Figure
+
+    from trajbench.plots import save, step_ticks
+
     table = step_axis_table(metrics)
     if table.empty:
         return None
     panels = list(dict.fromkeys(zip(table["dataset"], table["guidance"])))
     colours = family_colours(table["family"])
-    plt, fig, axes = _figure(len(panels), 2)
+    fig = Figure(figsize=(12, 4.2 * len(panels) + 0.5), layout="constrained")
+    axes = fig.subplots(len(panels), 2, squeeze=False)
     for r, (dataset, guidance) in enumerate(panels):
         part = table[(table["dataset"] == dataset) & (table["guidance"] == guidance)]
         for c, (metric, label) in enumerate((("ref_distance", "distance to the accurate solve (relative RMS)"),
                                              ("straightness", "straightness (0 = straight)"))):
             ax = axes[r, c]
             for family, line in part.groupby("family", sort=False):
-                ax.plot(line["steps"], line[metric], marker="o", ms=3, lw=1.2, color=colours[family])
-            ax.set(xscale="log", xlabel="sampling steps", ylabel=label, title=f"{dataset}, guidance {guidance:g}")
-            _step_ticks(ax, part["steps"])
+                ax.plot(line["steps"], line[metric], marker="o", ms=3, lw=1.2, color=colours[family], label=family)
+            step_ticks(ax, part["steps"])
+            ax.set(xlabel="sampling steps", ylabel=label, title=f"{dataset}, guidance {guidance:g}")
             ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=colour, lw=2, label=family) for family, colour in colours.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle("the step axis without the evaluator (EMA weights)")
-    return _save(plt, fig, out, bottom=0.12 / max(len(panels), 1))
-
-
-def plot_rank_vs_steps(metrics, out, *, label_top: int = 6) -> Path:
-    """A bump chart: each variant's mean non-dominated-sorting rank among the settings with N steps."""
-    from trajbench.metrics.ranking import rank_per_setting, setting_means
-
-    ranked = rank_per_setting(setting_means(metrics))
-    by_steps = ranked.groupby(["family", "variant", "steps"])["rank"].mean().reset_index()
-    colours = family_colours(by_steps["family"])
-    plt, fig, axes = _figure(1, 1, width=8.0, height=5.5)
-    ax = axes[0, 0]
-    last = by_steps["steps"].max()
-    best = set(by_steps[by_steps["steps"] == last].nsmallest(label_top, "rank")["variant"])
-    for (family, variant), line in by_steps.groupby(["family", "variant"], sort=False):
-        emphasis = variant in best
-        ax.plot(line["steps"], line["rank"], marker="o", ms=3, color=colours[family], lw=2 if emphasis else 1,
-                alpha=0.95 if emphasis else 0.5)
-    # label the best variants at the right end, moved apart where their ranks tie
-    ends = by_steps[(by_steps["steps"] == last) & by_steps["variant"].isin(best)].sort_values(["rank", "variant"])
-    spacing = 0.04 * max(by_steps["rank"].max() - by_steps["rank"].min(), 1.0)
-    y_previous = -np.inf
-    for _, end in ends.iterrows():
-        y = max(end["rank"], y_previous + spacing)
-        ax.annotate(end["variant"], (last, end["rank"]), xytext=(last * 1.06, y), fontsize=7, va="center",
-                    arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5"))
-        y_previous = y
-    steps = sorted(by_steps["steps"].unique())
-    ax.set(xscale="log", xlabel="sampling steps", ylabel="mean rank (1 = Pareto-optimal)",
-           title="rank versus sampling steps", xlim=(min(steps) / 1.15, last * 2.2))
-    _step_ticks(ax, steps)
-    ax.invert_yaxis()
-    ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=colour, lw=2, label=family) for family, colour in colours.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
-    return _save(plt, fig, out, bottom=0.1)
+    return save(fig, out)
 
 
 # ---- grid results: the report ---------------------------------------------------------------------------
@@ -320,6 +222,10 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
 
     from trajbench.metrics.ranking import bootstrap_rank_stability
     from trajbench.paper import compare, format_comparison
+    from trajbench.plots import figure3, save
+    from trajbench.plots import ranks as plot_ranks
+    from trajbench.results import curve_guidance
+    from trajbench.tables import to_latex, to_markdown
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -358,9 +264,8 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
     (out / "tables.tex").write_text("\n\n".join(to_latex(t, caption=title) for title, t in sections))
 
     guidance = curve_guidance(metrics, curve_guidance_value)
-    figures = {"figure3.png": plot_metric_vs_steps(curve_rows(everything), out / "figure3.png", guidance=guidance,
-                                                   weights=curve_weights),
-               "rank_vs_steps.png": plot_rank_vs_steps(metrics, out / "rank_vs_steps.png"),
+    figures = {"figure3.png": save(figure3(everything, guidance=guidance, weights=curve_weights), out / "figure3.png"),
+               "rank_vs_steps.png": save(plot_ranks(metrics), out / "rank_vs_steps.png"),
                "densities.png": plot_densities(list(ranks["variant"][:12]), out / "densities.png")}
     if plot_step_axis(everything, out / "step_axis.png") is not None:
         figures["step_axis.png"] = out / "step_axis.png"
@@ -370,7 +275,8 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
     lines = [f"# Results: {name}", "",
              f"{metrics['variant'].nunique()} variants, {metrics['dataset'].nunique()} dataset(s), "
              f"{metrics['seed'].nunique()} seed(s), {settings} ranking settings (dataset x weights x sampler "
-             f"setting). Regenerate everything here with `trajbench report` from `metrics.csv`.", ""]
+             f"setting). Regenerate everything here with `trajbench report` from `metrics.csv`; `trajbench plot curves`, "
+             f"`plot ranks`, `plot samples` and `trajbench table` draw and compare chosen variants.", ""]
     if validity:
         lines += [validity, ""]
     for title, table in sections:

@@ -166,8 +166,8 @@ def _means(rows: pd.DataFrame) -> pd.DataFrame:
 def dataset_gates(metrics: pd.DataFrame, sensitivity: dict, dataset: str, curve_guidance=None) -> list[Gate]:
     """The gates of one dataset (see the module docstring)."""
     from trajbench.metrics.ranking import rank_table
-    from trajbench.report import curve_guidance as choose_guidance
     from trajbench.report import discrimination
+    from trajbench.results import curve_guidance as choose_guidance
 
     gates = []
     rows = metrics[metrics["dataset"] == dataset]
