@@ -1,4 +1,4 @@
-"""On-disk cache of the trained evaluator networks (the CLIP-style evaluator, the GenEval classifier).
+"""On-disk cache of the trained auxiliary networks (CLIP-style evaluator, GenEval detector, classifier, autoencoder).
 
 A trained network lives in one folder ``<cache_dir>/<kind>-<dataset>-<res>px-<key>/``:
 
