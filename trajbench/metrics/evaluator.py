@@ -40,6 +40,7 @@ import numpy as np
 from trajbench.auxnet.apply import batched, check_images, resolve_dataset
 from trajbench.auxnet.cache import EvaluatorCacheError, EvaluatorConfigError, cache_key, canonical_json
 from trajbench.auxnet.fit import TRAINING_RUNS, FitConfig, fit, load_or_train, training_count
+from trajbench.files import atomic_path
 from trajbench.metrics import stats
 
 log = logging.getLogger("trajbench.metrics")
@@ -278,9 +279,8 @@ class Evaluator:
         self._ref_stats[tag] = result
         if file is not None:
             try:
-                tmp = file.with_suffix(".tmp.npz")
-                np.savez(tmp, mu=result[0], sigma=result[1])
-                tmp.replace(file)
+                with atomic_path(file) as tmp:
+                    np.savez(tmp, mu=result[0], sigma=result[1])
             except OSError:
                 pass
         return result
@@ -309,7 +309,7 @@ def evaluator_key(dataset, *, config=None, seed: int = 0, resolution=None) -> st
 def load_or_train_evaluator(dataset, *, cache_dir=None, config=None, seed: int = 0, resolution=None,
                             on_corrupt: str = "retrain", retrain: bool = False) -> Evaluator:
     """The CLIP-style evaluator of ``dataset`` (a Dataset, or a name with ``resolution``), loaded from the
-    cache if present, else trained on the ``evaluator`` split (a minute or two on a CPU) and cached.
+    cache if present, else trained on the ``evaluator`` split and cached.
 
     ``config``: an :class:`EvaluatorConfig` or a dict of its fields.  ``on_corrupt``: what an unreadable
     cache entry does -- ``"retrain"`` (one-line warning, retrain, overwrite) or ``"error"`` (raise
