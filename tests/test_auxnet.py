@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from trajbench.auxnet.cache import EvaluatorConfigError, cache_key
-from trajbench.auxnet.fit import FitConfig, batch_schedule, fit
+from trajbench.auxnet.fit import FitConfig, batch_schedule, fit, training_count
 from trajbench.data import get_dataset
 from trajbench.metrics import classifier, evaluator, geneval
 from trajbench.models import autoencoder
@@ -32,7 +33,7 @@ def test_cache_keys_of_default_configs_are_pinned(kind, module, config_cls, name
     assert cache_key(kind, dataset.spec(), config.to_dict(), 0, module.VERSION) == key
 
 
-def test_fit_config_fields_validation_and_example_count():
+def test_fit_config_fields_validation_and_training_count():
     @dataclass(frozen=True)
     class Toy(FitConfig):
         label: ClassVar[str] = "toy"
@@ -47,8 +48,12 @@ def test_fit_config_fields_validation_and_example_count():
     for bad in ({"steps": 0}, {"batch_size": 1}, {"lr": 0.0}, {"warmup_steps": -1}, {"train_examples": -1}):
         with pytest.raises(EvaluatorConfigError, match="invalid toy config"):
             Toy.from_any(bad).validate()
-    assert Toy().example_count(50) == 50  # train_examples = 0: all
-    assert Toy(train_examples=20).example_count(50) == 20 and Toy(train_examples=80).example_count(50) == 50
+    data = SimpleNamespace(name="toy-data", split_size=lambda split: {"train": 50, "tiny": 1}[split])
+    assert training_count(data, "train", Toy()) == 50  # train_examples = 0: all
+    assert training_count(data, "train", Toy(train_examples=20)) == 20
+    assert training_count(data, "train", Toy(train_examples=80)) == 50
+    with pytest.raises(ValueError, match="the tiny split of 'toy-data' has 1 items; need at least 2"):
+        training_count(data, "tiny", Toy())
 
 
 def test_batch_schedule_is_shuffled_epochs_without_replacement():

@@ -57,10 +57,6 @@ class FitConfig:
             raise EvaluatorConfigError(f"invalid {self.label} config: {self}")
         return self
 
-    def example_count(self, available: int) -> int:
-        """How many of ``available`` training items to use (``train_examples``; 0 = all)."""
-        return min(available, self.train_examples) if self.train_examples else available
-
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
@@ -105,8 +101,11 @@ def batch_schedule(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray
 
 
 def training_count(dataset, split: str, config: FitConfig) -> int:
-    """How many items of ``dataset``'s ``split`` a fit uses (at least 2, else ``ValueError``)."""
-    n = config.example_count(dataset.split_size(split))
+    """How many items of ``dataset``'s ``split`` a fit uses: ``config.train_examples`` capped at the split's size,
+    0 meaning all of it (at least 2, else ``ValueError``)."""
+    n = dataset.split_size(split)
+    if config.train_examples:
+        n = min(n, config.train_examples)
     if n < 2:
         raise ValueError(f"the {split} split of {dataset.name!r} has {n} items; need at least 2")
     return n

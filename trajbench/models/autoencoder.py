@@ -23,7 +23,7 @@ import numpy as np
 
 from trajbench.auxnet.apply import resolve_dataset
 from trajbench.auxnet.cache import EvaluatorConfigError
-from trajbench.auxnet.fit import FitConfig, fit, load_or_train
+from trajbench.auxnet.fit import FitConfig, fit, load_or_train, training_count
 
 VERSION = 1  # of the autoencoder's code (architecture, loss): part of the cache key
 
@@ -134,7 +134,7 @@ def train_autoencoder(dataset, config: AutoencoderConfig, seed: int = 0):
     import jax
     import jax.numpy as jnp
 
-    n = config.example_count(dataset.split_size("train"))
+    n = training_count(dataset, "train", config)
     images = jnp.asarray(dataset.images("train", np.arange(n)))
     model = _net(config)
 
