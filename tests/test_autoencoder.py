@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from trajbench.auxnet.cache import EvaluatorConfigError
 from trajbench.data import get_dataset
-from trajbench.metrics.cache import EvaluatorConfigError
 from trajbench.models.autoencoder import load_or_train_autoencoder
 from trajbench.train import RunError, data_shape, load_run, model_config, resolve_config, train
 

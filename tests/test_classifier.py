@@ -10,15 +10,15 @@ import shutil
 import numpy as np
 import pytest
 
+from trajbench.auxnet.cache import EvaluatorCacheError, EvaluatorConfigError
+from trajbench.auxnet.fit import TRAINING_RUNS
 from trajbench.data import get_dataset
-from trajbench.metrics.cache import EvaluatorCacheError, EvaluatorConfigError
 from trajbench.metrics.classifier import (
     ClassifierConfig,
     UnlabelledDatasetError,
     classifier_key,
     load_or_train_classifier,
 )
-from trajbench.metrics.evaluator import TRAINING_RUNS
 
 # small enough to train in about ten seconds, big enough to separate circles from squares
 # (held-out accuracy measured 0.91 / 0.96 / 0.98 with seeds 0 / 1 / 2; chance is 0.5)

@@ -13,10 +13,11 @@ import shutil
 import numpy as np
 import pytest
 
+from trajbench.auxnet.cache import EvaluatorCacheError, cache_root
+from trajbench.auxnet.fit import TRAINING_RUNS
 from trajbench.data import get_dataset
 from trajbench.metrics import stats
-from trajbench.metrics.cache import EvaluatorCacheError, cache_root
-from trajbench.metrics.evaluator import TRAINING_RUNS, evaluator_key, load_or_train_evaluator
+from trajbench.metrics.evaluator import evaluator_key, load_or_train_evaluator
 from trajbench.metrics.geneval import (
     geneval_judge,
     geneval_scores,

@@ -384,7 +384,7 @@ def test_jit_generate_matches_eager():
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options concern XLA:CPU")
 def test_jit_generate_compiles_the_mmdit_without_ynnpack_fusions():
-    """perf.FORWARD_COMPILER_OPTIONS reach the sampling program: the same MMDiT forward has YNNPACK fusions under
+    """xla.FORWARD_COMPILER_OPTIONS reach the sampling program: the same MMDiT forward has YNNPACK fusions under
     XLA's default options and none in jit_generate."""
     from trajbench.models.mmdit import MMDiT, MMDiTConfig
 

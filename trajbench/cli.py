@@ -515,7 +515,7 @@ def is_user_error(error: Exception) -> bool:
 
     user_errors = (UserError, formulations.FormulationError, RunError, FileNotFoundError)
     from trajbench.data import DatasetError
-    from trajbench.metrics.cache import EvaluatorCacheError, EvaluatorConfigError
+    from trajbench.auxnet.cache import EvaluatorCacheError, EvaluatorConfigError
 
     from trajbench.spec import SpecError
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trajbench.files import write_json_atomic
+from trajbench.files import atomic_path, write_json_atomic
 from trajbench.spec import Cell, ExperimentSpec, SpecError
 
 METRIC_COLUMNS = ("spec", "variant", "family", "dataset", "seed", "weights", "setting", "steps", "guidance",
@@ -213,10 +213,8 @@ def write_sample_grid(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> P
     setting = _setting(spec.eval.grid_setting)
     images, _ = generate_images(run, "ema", setting, tokens, pooled, seed=spec.eval.seed)
     path = layout.sample_grid(cell)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    write_image_grid(images, captions, tmp, title=f"{cell.variant} ({cell.dataset}), {setting.label}, EMA")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        write_image_grid(images, captions, tmp, title=f"{cell.variant} ({cell.dataset}), {setting.label}, EMA")
     return path
 
 
@@ -360,12 +358,10 @@ def collect(spec: ExperimentSpec, results: str | Path = "results") -> pd.DataFra
         for row in sorted(rows, key=lambda r: order[(r["weights"], r["setting"])]):
             records += metric_rows(spec, cell, row, done, versions)
     table = pd.DataFrame.from_records(records, columns=list(METRIC_COLUMNS))
-    layout.root.mkdir(parents=True, exist_ok=True)
     for path, write in ((layout.metrics_csv, lambda p: table.to_csv(p, index=False)),
                         (layout.root / "metrics.parquet", lambda p: table.to_parquet(p, index=False))):
-        tmp = path.with_name(f".tmp-{path.name}")
-        write(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            write(tmp)
     return table
 
 

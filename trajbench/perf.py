@@ -1,5 +1,6 @@
-"""Machine speed and cost estimates: the fp32 matmul peak of this machine, and the FLOPs of training and
-sampling an MMDiT, so a grid can say how long it will take before it starts."""
+"""The grid's cost estimate: the fp32 matmul peak of this machine, and the FLOPs of training and sampling an
+MMDiT, so a grid can say how long it will take before it starts.  The constants below are calibrated by
+benchmarks/bench.py (the measured figures: benchmarks/README.md)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,14 @@ from functools import lru_cache
 
 import numpy as np
 
-FORWARD_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-"""XLA options of the programs that only run the MMDiT forward (the sampling loop, the validation losses), given
-to ``jax.jit``: on the CPU, XLA's own loops and matrix products instead of YNNPACK fusions, which pull LayerNorm
-reductions and elementwise chains into the products and feed them full-size copies of broadcast constants.
-Measured on the 2-core CPU, same program and process (benchmarks/README.md): 10 sampling steps 1.28x faster at
-the quick preset, 1.05x at the smoke preset. Training keeps XLA's default: without YNNPACK its step was 1.05x
-faster at the quick preset but 1.29x slower at the smoke preset. Other backends ignore ``xla_cpu_`` options."""
-
 TRAIN_EFFICIENCY = 0.12
-"""Fraction of the matmul peak that a small-model training step reaches on a CPU: benchmarks/bench.py measured
-an MFU of 0.14 (smoke preset) and 0.17 (quick) on a 2-core machine; small matrices keep it well below the peak."""
+"""Fraction of the matmul peak that a small-model training step reaches on a CPU (small matrices keep it well
+below the peak); a little under the MFU benchmarks/bench.py measures."""
 SAMPLE_EFFICIENCY = 0.12
 COMPILE_SECONDS = 25.0
-"""Compiling one recipe's programs (train step, validation, samplers) with a cold cache: the train step alone took
-19-31 s in benchmarks/bench.py. Paid once per recipe and formulation family: cells that differ only in the
-family's parameters share one Trainer (``train.trainer_for``) and the persistent compilation cache."""
+"""Compiling one recipe's programs (train step, validation, samplers) with a cold cache. Paid once per recipe and
+formulation family: cells that differ only in the family's parameters share one Trainer (``train.trainer_for``)
+and the persistent compilation cache."""
 EVALUATOR_SECONDS = 90.0  # training one evaluator network, once per dataset (then cached)
 
 

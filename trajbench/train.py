@@ -35,7 +35,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from trajbench import formulations, perf
+from trajbench import formulations, xla
 from trajbench.files import write_json_atomic, write_text_atomic
 from trajbench.formulations import Formulation
 
@@ -320,7 +320,7 @@ class Trainer:
         if variants:
             step, validation = self._stacked_train_step, jax.vmap(validation, in_axes=(0, 0, None))
         self.train_step = jax.jit(step, donate_argnums=(1,))
-        self.validation_losses = jax.jit(validation, compiler_options=perf.FORWARD_COMPILER_OPTIONS)
+        self.validation_losses = jax.jit(validation, compiler_options=xla.FORWARD_COMPILER_OPTIONS)
 
     def init_state(self, pool) -> dict:
         images = jnp.zeros((1,) + pool["images"].shape[1:])

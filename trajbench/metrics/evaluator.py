@@ -3,7 +3,7 @@
 SD3 scores its Section 5.1 models by FID on CLIP image features and by CLIP score.  With no downloads, this
 module trains a small CLIP on the dataset's ``evaluator`` split (rendered data disjoint from the generators'
 ``train`` split), once per (dataset spec, config, seed), freezes it and caches it on disk
-(:mod:`trajbench.metrics.cache`).
+(:mod:`trajbench.auxnet`).
 
 Model (:class:`trajbench.metrics.nets.ClipModel`)
     * image tower: a CNN (:class:`~trajbench.metrics.nets.ConvTrunk`) -> ``feature_dim`` (256) PENULTIMATE
@@ -29,34 +29,23 @@ Features used by the metrics:
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import hashlib
 import logging
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from trajbench.auxnet.apply import batched, check_images, resolve_dataset
+from trajbench.auxnet.cache import EvaluatorCacheError, EvaluatorConfigError, cache_key, canonical_json
+from trajbench.auxnet.fit import TRAINING_RUNS, FitConfig, fit, load_or_train, training_count
+from trajbench.files import atomic_path
 from trajbench.metrics import stats
-from trajbench.metrics.cache import (
-    EvaluatorCacheError,
-    EvaluatorConfigError,
-    cache_key,
-    cache_root,
-    entry_dir,
-    load_entry,
-    save_entry,
-)
 
 log = logging.getLogger("trajbench.metrics")
 
 VERSION = 1  # of the CLIP evaluator's code (architecture, loss, data): part of the cache key
-
-TRAINING_RUNS: collections.Counter = collections.Counter()
-"""How many times each kind of evaluator was trained in this process (a cache hit does not count)."""
 
 __all__ = [
     "TRAINING_RUNS",
@@ -69,37 +58,11 @@ __all__ = [
 ]
 
 
-# =================================================================================================
-# configuration
-# =================================================================================================
-class _Config:
-    """Shared helpers of the frozen config dataclasses."""
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_any(cls, config):
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        if isinstance(config, dict):
-            names = {f.name for f in dataclasses.fields(cls)}
-            bad = sorted(set(config) - names)
-            if bad:
-                raise EvaluatorConfigError(f"unknown {cls.__name__} field(s) {bad}; valid: {', '.join(sorted(names))}")
-            fixed = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
-            return cls(**fixed)
-        raise TypeError(f"config must be None, a dict or a {cls.__name__}, got {type(config).__name__}")
-
-    def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
-
-
 @dataclass(frozen=True)
-class EvaluatorConfig(_Config):
+class EvaluatorConfig(FitConfig):
     """Architecture and training budget of the CLIP-style evaluator (all of it is part of the cache key)."""
+
+    label: ClassVar[str] = "evaluator"
 
     widths: tuple[int, ...] = (24, 48, 96)  # CNN: stem width, then one per stride-2 stage
     feature_dim: int = 256  # penultimate image features (used for FID / KID)
@@ -109,19 +72,16 @@ class EvaluatorConfig(_Config):
     text_heads: int = 4
     max_tokens: int = 16  # captions are cut to this many words
     oov_buckets: int = 8  # hashed ids for words outside the dataset's vocabulary
-    steps: int = 500
-    batch_size: int = 128
-    lr: float = 5e-3
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
     init_temperature: float = 0.07
     max_logit_scale: float = 100.0
-    train_examples: int = 0  # items of the evaluator split to train on; 0 = all of it
+    steps: int = 500
+    lr: float = 5e-3
+    warmup_steps: int = 50
 
     def validate(self) -> "EvaluatorConfig":
-        if self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or not self.widths:
-            raise EvaluatorConfigError(f"invalid evaluator config: {self}")
-        return self
+        if not self.widths:
+            raise EvaluatorConfigError(f"invalid {self.label} config: {self}")
+        return super().validate()
 
 
 # =================================================================================================
@@ -164,114 +124,6 @@ class CaptionTokenizer:
 
 
 # =================================================================================================
-# shared helpers (also used by the GenEval classifier)
-# =================================================================================================
-def check_images(images, resolution: int) -> np.ndarray:
-    """``images`` as float32 ``[N, R, R, 3]`` in [-1, 1]: uint8 images are mapped from [0, 255]; float images
-    are clipped to [-1, 1] (as saving samples as images would)."""
-    x = np.asarray(images)
-    if x.ndim == 3 and x.shape[-1] == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[1:] != (resolution, resolution, 3):
-        raise ValueError(f"images must be [N, {resolution}, {resolution}, 3] (this evaluator's resolution), "
-                         f"got shape {x.shape}")
-    if x.dtype == np.uint8:
-        return x.astype(np.float32) / 127.5 - 1.0
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError("images contain NaN or infinite values")
-    return np.clip(x, -1.0, 1.0)
-
-
-def batched(fn, params, array: np.ndarray, batch_size: int):
-    """Apply the jitted ``fn(params, batch)`` over ``array`` in fixed-size batches (the last one padded, so
-    one compilation serves every size); outputs concatenated on the host (a tuple of outputs is kept)."""
-    n = array.shape[0]
-    if n == 0:
-        out = fn(params, np.zeros((1,) + array.shape[1:], array.dtype))
-        return _tree_map(lambda a: np.zeros((0,) + a.shape[1:], np.float32), out)
-    bs = min(batch_size, n)
-    parts = []
-    for start in range(0, n, bs):
-        chunk = array[start : start + bs]
-        k = chunk.shape[0]
-        if k < bs:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - k, axis=0)])
-        parts.append(_tree_map(lambda a: np.asarray(a)[:k], fn(params, chunk)))
-    if isinstance(parts[0], tuple):
-        return tuple(np.concatenate([p[i] for p in parts]) for i in range(len(parts[0])))
-    return np.concatenate(parts)
-
-
-def _tree_map(f, out):
-    return tuple(f(o) for o in out) if isinstance(out, tuple) else f(out)
-
-
-def make_optimizer(config):
-    import optax
-
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.lr, max(1, min(config.warmup_steps, config.steps - 1)), config.steps, end_value=config.lr * 0.02
-    )
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule, weight_decay=config.weight_decay))
-
-
-def batch_schedule(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
-    """``[steps, batch_size]`` example indices: shuffled epochs without replacement (batch <= n)."""
-    rng = np.random.default_rng(seed)
-    bs = min(batch_size, n)
-    per_epoch = n // bs
-    epochs = -(-steps // per_epoch)
-    rows = [rng.permutation(n)[: per_epoch * bs].reshape(per_epoch, bs) for _ in range(epochs)]
-    return np.concatenate(rows)[:steps]
-
-
-def resolve_dataset(dataset, resolution=None):
-    """A :class:`~trajbench.data.Dataset` from a dataset or a name (``resolution`` for names, default 32)."""
-    if isinstance(dataset, str):
-        from trajbench.data import get_dataset
-
-        return get_dataset(dataset, resolution=32 if resolution is None else resolution)
-    if not hasattr(dataset, "spec") or not hasattr(dataset, "images"):
-        raise TypeError(f"dataset must be a trajbench Dataset or a dataset name, got {type(dataset).__name__}")
-    return dataset
-
-
-def load_or_train(kind, dataset, config, seed, cache_dir, template_fn, train_fn, on_corrupt, retrain, version):
-    """The cache protocol shared by the evaluators: ``(params, meta, path, source)``.
-
-    ``template_fn()`` gives the expected parameter tree (shapes), ``train_fn()`` gives ``(params, info)``.
-    ``on_corrupt``: ``"retrain"`` (warn in one line, retrain, overwrite) or ``"error"`` (raise
-    :class:`EvaluatorCacheError`).
-    """
-    if on_corrupt not in ("retrain", "error"):
-        raise ValueError(f"on_corrupt must be 'retrain' or 'error', got {on_corrupt!r}")
-    spec = dataset.spec()
-    key = cache_key(kind, spec, config.to_dict(), seed, version)
-    path = entry_dir(cache_root(cache_dir), kind, spec, key)
-    if path.exists() and not retrain:
-        try:
-            params, meta = load_entry(path, template_fn(), key=key)
-            log.info("loaded %s evaluator %s from %s", kind, key, path)
-            return params, meta, path, "cache"
-        except EvaluatorCacheError as exc:
-            if on_corrupt == "error":
-                raise
-            warnings.warn(f"{exc}; retraining it now", RuntimeWarning, stacklevel=3)
-    t0 = time.perf_counter()
-    params, info = train_fn()
-    info = dict(info, train_seconds=round(time.perf_counter() - t0, 2))
-    TRAINING_RUNS[kind] += 1
-    meta = {"kind": kind, "version": version, "key": key, "dataset": spec, "config": config.to_dict(),
-            "seed": int(seed), "train": info}
-    try:
-        save_entry(path, params, meta)
-    except OSError as exc:  # an unwritable cache is not fatal: the evaluator still works in memory
-        warnings.warn(f"could not write the evaluator cache {path}: {exc}", RuntimeWarning, stacklevel=3)
-    return params, dict(meta), path, "trained"
-
-
-# =================================================================================================
 # the CLIP evaluator
 # =================================================================================================
 def _make_model(config: EvaluatorConfig, vocab_size: int):
@@ -303,11 +155,7 @@ def train_clip(dataset, config: EvaluatorConfig, seed: int = 0):
     import jax.numpy as jnp
     import optax
 
-    n = dataset.split_size("evaluator")
-    if config.train_examples:
-        n = min(n, config.train_examples)
-    if n < 2:
-        raise ValueError(f"the evaluator split of {dataset.name!r} has {n} items; need at least 2")
+    n = training_count(dataset, "evaluator", config)
     images = jnp.asarray(dataset.images("evaluator", np.arange(n)))
     captions = dataset.captions("evaluator", np.arange(n))
     tokenizer = _tokenizer_for(dataset, config)
@@ -315,12 +163,9 @@ def train_clip(dataset, config: EvaluatorConfig, seed: int = 0):
     _, cap_id = np.unique(np.asarray(captions, dtype=object).astype(str), return_inverse=True)
     cap_id = jnp.asarray(cap_id.astype(np.int32))
     model = _make_model(config, tokenizer.vocab_size)
-    params = _init_params(model, dataset.resolution, config.max_tokens, seed)
-    opt = make_optimizer(config)
-    opt_state = jax.jit(opt.init)(params)
     max_log_scale = float(np.log(config.max_logit_scale))
 
-    def loss_fn(p, data, idx):
+    def loss_fn(p, data, idx, key):
         images, ids, cap_id = data
         img, txt, log_scale = model.apply(p, images[idx], ids[idx])
         scale = jnp.exp(jnp.minimum(log_scale, max_log_scale))
@@ -333,32 +178,11 @@ def train_clip(dataset, config: EvaluatorConfig, seed: int = 0):
         acc = same[jnp.arange(idx.shape[0]), jnp.argmax(logits, axis=1)].mean()
         return loss, (acc, scale)
 
-    @jax.jit
-    def step(p, s, data, idx):
-        (loss, (acc, scale)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, data, idx)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss, acc, scale
-
-    data = (images, ids, cap_id)
-    schedule = batch_schedule(n, config.batch_size, config.steps, seed)
-    history = []
-    t_start = time.perf_counter()
-    for i, idx in enumerate(schedule):
-        params, opt_state, loss, acc, scale = step(params, opt_state, data, jnp.asarray(idx))
-        if i == 0:
-            jax.block_until_ready(loss)
-            t_compiled = time.perf_counter()
-        if (i + 1) % 50 == 0 or i + 1 == config.steps:
-            history.append((i + 1, float(loss), float(acc), float(scale)))
-            log.info("clip evaluator step %d: loss %.4f in-batch acc %.3f scale %.1f", *history[-1])
-    last = history[-1]
-    t_end = time.perf_counter()
-    info = {"examples": n, "steps": config.steps, "compile_seconds": round(t_compiled - t_start, 2),
-            "seconds_per_step": round((t_end - t_compiled) / max(1, config.steps - 1), 4),
-            "final_loss": round(last[1], 5),
-            "final_batch_accuracy": round(last[2], 4), "final_logit_scale": round(last[3], 3),
-            "history": [list(h) for h in history]}
-    return jax.device_get(params), info
+    params = _init_params(model, dataset.resolution, config.max_tokens, seed)
+    params, info = fit(loss_fn, params, (images, ids, cap_id), config, seed, "clip evaluator",
+                       ("in-batch acc", "scale"))
+    _, _, acc, scale = info["history"][-1]
+    return params, dict(info, examples=n, final_batch_accuracy=round(acc, 4), final_logit_scale=round(scale, 3))
 
 
 class Evaluator:
@@ -435,8 +259,6 @@ class Evaluator:
         dataset = resolve_dataset(dataset, self.resolution)
         if dataset.resolution != self.resolution:
             raise ValueError(f"dataset is {dataset.resolution}px but this evaluator is {self.resolution}px")
-        from trajbench.metrics.cache import canonical_json
-
         tag = hashlib.sha256(canonical_json([dataset.spec(), split]).encode()).hexdigest()[:12]
         if tag in self._ref_stats:
             return self._ref_stats[tag]
@@ -457,9 +279,8 @@ class Evaluator:
         self._ref_stats[tag] = result
         if file is not None:
             try:
-                tmp = file.with_suffix(".tmp.npz")
-                np.savez(tmp, mu=result[0], sigma=result[1])
-                tmp.replace(file)
+                with atomic_path(file) as tmp:
+                    np.savez(tmp, mu=result[0], sigma=result[1])
             except OSError:
                 pass
         return result
@@ -488,7 +309,7 @@ def evaluator_key(dataset, *, config=None, seed: int = 0, resolution=None) -> st
 def load_or_train_evaluator(dataset, *, cache_dir=None, config=None, seed: int = 0, resolution=None,
                             on_corrupt: str = "retrain", retrain: bool = False) -> Evaluator:
     """The CLIP-style evaluator of ``dataset`` (a Dataset, or a name with ``resolution``), loaded from the
-    cache if present, else trained on the ``evaluator`` split (a minute or two on a CPU) and cached.
+    cache if present, else trained on the ``evaluator`` split and cached.
 
     ``config``: an :class:`EvaluatorConfig` or a dict of its fields.  ``on_corrupt``: what an unreadable
     cache entry does -- ``"retrain"`` (one-line warning, retrain, overwrite) or ``"error"`` (raise

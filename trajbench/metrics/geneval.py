@@ -35,23 +35,15 @@ them, and sizes / backgrounds are never checked.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from trajbench.metrics.cache import EvaluatorConfigError
-from trajbench.metrics.evaluator import (
-    _Config,
-    batch_schedule,
-    batched,
-    check_images,
-    load_or_train,
-    log,
-    make_optimizer,
-    resolve_dataset,
-)
+from trajbench.auxnet.apply import batched, check_images, resolve_dataset
+from trajbench.auxnet.cache import EvaluatorConfigError
+from trajbench.auxnet.fit import FitConfig, fit, load_or_train, training_count
 
 __all__ = [
     "GenEvalClassifier",
@@ -78,27 +70,26 @@ GRID = 8  # detection cells per side, at every resolution
 
 
 @dataclass(frozen=True)
-class GenEvalConfig(_Config):
+class GenEvalConfig(FitConfig):
     """Architecture and training budget of the detector (all of it is part of the cache key)."""
+
+    label: ClassVar[str] = "GenEval"
 
     widths: tuple[int, int, int] = (32, 64, 96)  # 16x16 stem, 8x8 stage, 4x4 stage
     head_width: int = 64
     sigma: float = 0.7  # heat-map Gaussian, in cells
     threshold: float = 0.3  # detection score
-    steps: int = 1000
-    batch_size: int = 128
-    lr: float = 3e-3
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
     color_weight: float = 1.0
     box_weight: float = 1.0
     flip: bool = True  # random horizontal flips (every shape is mirror-symmetric; targets are mirrored too)
-    train_examples: int = 0  # items of the evaluator split to train on; 0 = all of it
+    steps: int = 1000
+    lr: float = 3e-3
+    warmup_steps: int = 50
 
     def validate(self) -> "GenEvalConfig":
-        if self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or len(self.widths) != 3:
-            raise EvaluatorConfigError(f"invalid GenEval config: {self}")
-        return self
+        if len(self.widths) != 3:
+            raise EvaluatorConfigError(f"invalid {self.label} config: {self}")
+        return super().validate()
 
 
 def _net(config: GenEvalConfig):
@@ -299,18 +290,11 @@ def train_geneval(dataset, config: GenEvalConfig, seed: int = 0):
     import jax.numpy as jnp
     import optax
 
-    n = dataset.split_size("evaluator")
-    if config.train_examples:
-        n = min(n, config.train_examples)
-    if n < 2:
-        raise ValueError(f"the evaluator split of {dataset.name!r} has {n} items; need at least 2")
+    n = training_count(dataset, "evaluator", config)
     images = jnp.asarray(dataset.images("evaluator", np.arange(n)))
     targets = dense_targets(dataset.attributes("evaluator", np.arange(n)), config.sigma)
     targets = {k: jnp.asarray(v) for k, v in targets.items()}
     model = _net(config)
-    params = jax.jit(model.init)(jax.random.key(seed), images[:1])
-    opt = make_optimizer(config)
-    opt_state = jax.jit(opt.init)(params)
 
     def loss_fn(p, data, idx, key):
         images, targets = data
@@ -336,31 +320,9 @@ def train_geneval(dataset, config: GenEvalConfig, seed: int = 0):
         loss = l_heat + config.color_weight * l_color + config.box_weight * l_box
         return loss, (l_heat, l_color, l_box)
 
-    @jax.jit
-    def step(p, s, data, idx, key):
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, data, idx, key)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss, aux
-
-    history = []
-    data = (images, targets)
-    flip_key = jax.random.key(seed + 1)
-    t_start = time.perf_counter()
-    for i, idx in enumerate(batch_schedule(n, config.batch_size, config.steps, seed)):
-        params, opt_state, loss, aux = step(params, opt_state, data, jnp.asarray(idx),
-                                            jax.random.fold_in(flip_key, i))
-        if i == 0:
-            jax.block_until_ready(loss)
-            t_compiled = time.perf_counter()
-        if (i + 1) % 50 == 0 or i + 1 == config.steps:
-            history.append([i + 1, float(loss)] + [float(a) for a in aux])
-            log.info("geneval detector step %d: loss %.4f (heat %.4f colour %.4f box %.4f)", *history[-1])
-    t_end = time.perf_counter()
-    info = {"examples": n, "steps": config.steps, "final_loss": round(history[-1][1], 5),
-            "compile_seconds": round(t_compiled - t_start, 2),
-            "seconds_per_step": round((t_end - t_compiled) / max(1, config.steps - 1), 4),
-            "history": history}
-    return jax.device_get(params), info
+    params = jax.jit(model.init)(jax.random.key(seed), images[:1])
+    params, info = fit(loss_fn, params, (images, targets), config, seed, "geneval detector", ("heat", "colour", "box"))
+    return params, dict(info, examples=n)
 
 
 class GenEvalClassifier:

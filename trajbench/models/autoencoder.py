@@ -16,40 +16,39 @@ evaluators (``load_or_train_autoencoder``; the cache key holds the dataset spec 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from trajbench.metrics.evaluator import _Config, batch_schedule, load_or_train, make_optimizer, resolve_dataset
+from trajbench.auxnet.apply import resolve_dataset
+from trajbench.auxnet.cache import EvaluatorConfigError
+from trajbench.auxnet.fit import FitConfig, fit, load_or_train, training_count
 
 VERSION = 1  # of the autoencoder's code (architecture, loss): part of the cache key
 
 
 @dataclass(frozen=True)
-class AutoencoderConfig(_Config):
-    """Architecture and training budget (all of it is part of the cache key)."""
+class AutoencoderConfig(FitConfig):
+    """Architecture and training budget (all of it is part of the cache key); trained on the ``train`` split."""
+
+    label: ClassVar[str] = "autoencoder"
 
     factor: int = 2  # spatial downsampling (a power of two)
     channels: int = 4  # latent channels
     width: int = 16  # convolution width at full resolution, doubled at each halving
     latent_noise: float = 0.1  # s: noise added to the latent the decoder reads during training
     latent_penalty: float = 1e-3  # beta
-    steps: int = 800
     batch_size: int = 64
-    lr: float = 2e-3
-    warmup_steps: int = 100
     weight_decay: float = 0.0
-    train_examples: int = 20000  # items of the train split
+    train_examples: int = 20000
 
     def validate(self) -> "AutoencoderConfig":
-        from trajbench.metrics.cache import EvaluatorConfigError
-
         if self.factor < 2 or self.factor & (self.factor - 1):
             raise EvaluatorConfigError(f"autoencoder factor must be a power of two >= 2, got {self.factor}")
-        if self.channels < 1 or self.width < 1 or self.steps < 1 or self.batch_size < 2:
-            raise EvaluatorConfigError(f"invalid autoencoder config: {self}")
-        return self
+        if self.channels < 1 or self.width < 1:
+            raise EvaluatorConfigError(f"invalid {self.label} config: {self}")
+        return super().validate()
 
     @property
     def halvings(self) -> int:
@@ -134,42 +133,29 @@ def train_autoencoder(dataset, config: AutoencoderConfig, seed: int = 0):
     per-channel latent mean and std (the standardisation) and the reconstruction error on held-out ``val``."""
     import jax
     import jax.numpy as jnp
-    import optax
 
-    n = min(dataset.split_size("train"), config.train_examples)
+    n = training_count(dataset, "train", config)
     images = jnp.asarray(dataset.images("train", np.arange(n)))
     model = _net(config)
-    latents = jnp.zeros((1, *config.latent_shape(dataset.resolution)))
-    params = jax.jit(model.init)(jax.random.key(seed), images[:1], latents)
-    opt = make_optimizer(config)
-    opt_state = jax.jit(opt.init)(params)
 
-    def loss_fn(p, x, key):
+    def loss_fn(p, images, idx, key):
+        x = images[idx]
         z = model.apply(p, x, method="encode")
         noise = config.latent_noise * jax.random.normal(key, z.shape)
         x_hat = model.apply(p, z + noise, method="decode")
         reconstruction = jnp.mean((x_hat - x) ** 2)
-        return reconstruction + config.latent_penalty * jnp.mean(z**2), reconstruction
+        return reconstruction + config.latent_penalty * jnp.mean(z**2), (reconstruction,)
 
-    @jax.jit
-    def step(p, s, idx, key):
-        (loss, reconstruction), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, images[idx], key)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss, reconstruction
-
-    history, key, started = [], jax.random.key(seed + 1), time.perf_counter()
-    for i, idx in enumerate(batch_schedule(n, config.batch_size, config.steps, seed)):
-        params, opt_state, loss, reconstruction = step(params, opt_state, jnp.asarray(idx), jax.random.fold_in(key, i))
-        if (i + 1) % 100 == 0 or i + 1 == config.steps:
-            history.append([i + 1, round(float(loss), 6), round(float(reconstruction), 6)])
-    ae = Autoencoder(jax.device_get(params), config, {})
+    latents = jnp.zeros((1, *config.latent_shape(dataset.resolution)))
+    params = jax.jit(model.init)(jax.random.key(seed), images[:1], latents)
+    params, info = fit(loss_fn, params, images, config, seed, "autoencoder", ("reconstruction",))
+    ae = Autoencoder(params, config, {})
     latents = ae.encode(np.asarray(images[: min(n, 4096)]))
     mean, std = latents.mean(axis=(0, 1, 2)), latents.std(axis=(0, 1, 2)) + 1e-6
     val = dataset.images("val", np.arange(min(512, dataset.split_size("val"))))
     val_mse = float(np.mean((ae.decode(ae.encode(val)) - val) ** 2))
-    info = {"examples": n, "steps": config.steps, "history": history, "val_mse": round(val_mse, 6),
-            "latent_mean": [float(v) for v in mean], "latent_std": [float(v) for v in std],
-            "seconds": round(time.perf_counter() - started, 1)}
+    info.update(examples=n, val_mse=round(val_mse, 6), latent_mean=[float(v) for v in mean],
+                latent_std=[float(v) for v in std])
     return ae.params, info
 
 
@@ -211,12 +197,10 @@ class Autoencoder:
 def load_or_train_autoencoder(dataset, *, cache_dir=None, config=None, seed: int = 0, resolution=None,
                               on_corrupt: str = "retrain", retrain: bool = False) -> Autoencoder:
     """The autoencoder of ``dataset`` (a Dataset, or a name with ``resolution``): from the cache, else trained
-    (a few minutes on a CPU) and cached. See :func:`trajbench.metrics.evaluator.load_or_train_evaluator`."""
+    and cached (:func:`trajbench.auxnet.fit.load_or_train`; the arguments as for the evaluators')."""
     dataset = resolve_dataset(dataset, resolution)
     config = AutoencoderConfig.from_any(config).validate()
     if dataset.resolution % config.factor:
-        from trajbench.metrics.cache import EvaluatorConfigError
-
         raise EvaluatorConfigError(f"resolution {dataset.resolution} is not divisible by the autoencoder factor "
                                    f"{config.factor}")
 

@@ -34,14 +34,10 @@ computed in float32 and the output has the dtype of ``x``.
 Attention uses a plain einsum softmax (``attention="einsum"``, the default) with the softmax in
 float32, on q, k, v in head-major layout [B, H, T, D]: the QKV projection's output is rearranged
 once, so both attention products are batched matrix products over (B, H) with no further layout
-change (benchmarks/README.md has the measured gain).  Measured once, before that layout, on the
-2-core CPU for depth 3, width 64, 3 heads, patch 4, 16x16 images,
-8 text tokens, batch 64, jitted forward+backward (interleaved runs, medians): einsum 63-67 ms,
-``jax.nn.dot_product_attention(implementation="xla")`` 74-76 ms; under load the two are within
-noise of each other.  ``attention="dot_product"`` selects the JAX op (same results to ~1e-6).
+change.  ``attention="dot_product"`` selects ``jax.nn.dot_product_attention`` (same results to ~1e-6).
 On the CPU the backward pass stores the residual stream's gradient at block boundaries (:func:`materialize_grad`),
-so XLA does not recompute it inside every consumer.
-Timing:  python -c "from trajbench.models.mmdit import _main; _main()" [--depth 3 --width 64 ...]
+so XLA does not recompute it inside every consumer.  Speeds of both choices: benchmarks/README.md
+(``benchmarks/mmdit_step.py`` times one step).
 """
 
 from __future__ import annotations
@@ -456,61 +452,3 @@ def forward_flops(config: MMDiTConfig, text_tokens: int | None = None) -> int:
         flops += 2 * w * 12 * w + n * stream + attention
         flops += tokens * 2 * 3 * w * a if pre_only else tokens * stream
     return int(flops)
-
-
-# ------------------------------------------------------------------------------------------------
-# benchmark:  python -m trajbench.models.mmdit [--depth 3 --width 64 --heads 3 --patch 4 ...]
-# ------------------------------------------------------------------------------------------------
-def benchmark_step(config: MMDiTConfig, batch: int = 64, text_tokens: int = 8, reps: int = 30, seed: int = 0):
-    """Median and min wall time (seconds) of one jitted forward+backward pass (MSE loss,
-    ``jax.value_and_grad`` w.r.t. the params), after one warm-up/compile call."""
-    import time
-
-    model = MMDiT(config)
-    k = jax.random.split(jax.random.key(seed), 5)
-    x = jax.random.normal(k[0], (batch, config.image_size, config.image_size, config.channels))
-    c = jax.random.uniform(k[1], (batch,))
-    tt = jax.random.normal(k[2], (batch, text_tokens, config.text_dim))
-    pl = jax.random.normal(k[3], (batch, config.pooled_dim))
-    params = jax.jit(model.init)(k[4], x, c, tt, pl)
-
-    @jax.jit
-    def step(params, x, c, tt, pl):
-        return jax.value_and_grad(lambda p: jnp.mean(jnp.square(model.apply(p, x, c, tt, pl) - x)))(params)
-
-    jax.block_until_ready(step(params, x, c, tt, pl))
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(step(params, x, c, tt, pl))
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2], times[0], count_params(params)
-
-
-def _main(argv=None):
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Time one jitted forward+backward step of the MMDiT.")
-    ap.add_argument("--depth", type=int, default=3)
-    ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--heads", type=int, default=3)
-    ap.add_argument("--patch", type=int, default=4)
-    ap.add_argument("--image-size", type=int, default=16)
-    ap.add_argument("--text-tokens", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--reps", type=int, default=30)
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--attention", default="einsum,dot_product")
-    args = ap.parse_args(argv)
-    for attention in args.attention.split(","):
-        cfg = MMDiTConfig(depth=args.depth, width=args.width, heads=args.heads, patch_size=args.patch,
-                          image_size=args.image_size, max_text_tokens=args.text_tokens, dtype=args.dtype,
-                          attention=attention)
-        med, best, n = benchmark_step(cfg, args.batch, args.text_tokens, args.reps)
-        print(f"{attention:12s} params {n} (formula {param_count_formula(cfg)})  fwd+bwd median {1e3 * med:.1f} ms"
-              f"  min {1e3 * best:.1f} ms  [{jax.devices()[0].platform}, batch {args.batch}]")
-
-
-if __name__ == "__main__":
-    _main()

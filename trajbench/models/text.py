@@ -201,8 +201,7 @@ class TextEncoders:
 
     Outputs are float32 numpy arrays (pass them to jax as they are).  Each distinct word is hashed
     once and each distinct caption tokenized once (memoised); the embedding itself is a vectorised
-    gather computed once per distinct caption of a batch.  Encoding 10k distinct captions takes
-    ~0.3 s the first time and ~0.13 s again; 10k captions from a few templates ~0.015 s.  Words are
+    gather computed once per distinct caption of a batch (speeds: benchmarks/README.md).  Words are
     hashed into ``vocab_size`` ids, so rare collisions share a word embedding (the trigram encoder
     still tells them apart).  Every row is computed in a fixed summation order, so a caption's
     arrays are bit-identical whatever batch it is encoded in.

@@ -98,7 +98,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from trajbench import perf
+from trajbench import xla
 from trajbench.formulations import T_MARGIN, Formulation
 from trajbench.formulations.densities import Uniform
 from trajbench.formulations.targets import Unweighted
@@ -402,7 +402,7 @@ def generate(
 jit_generate = jax.jit(
     generate,
     static_argnames=("steps", "guidance", "solver", "coordinates", "grid", "image_shape", "clip", "x0_clip"),
-    compiler_options=perf.FORWARD_COMPILER_OPTIONS,
+    compiler_options=xla.FORWARD_COMPILER_OPTIONS,
 )
 """``generate`` under ``jax.jit``. The formulation is a traced pytree (one compile per formulation
 structure); ``network`` must be a pytree callable, e.g. ``jax.tree_util.Partial(model.apply, params)``;

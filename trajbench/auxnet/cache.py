@@ -1,4 +1,4 @@
-"""On-disk cache of the trained evaluator networks (the CLIP-style evaluator, the GenEval classifier).
+"""On-disk cache of the trained auxiliary networks (CLIP-style evaluator, GenEval detector, classifier, autoencoder).
 
 A trained network lives in one folder ``<cache_dir>/<kind>-<dataset>-<res>px-<key>/``:
 
@@ -8,9 +8,10 @@ A trained network lives in one folder ``<cache_dir>/<kind>-<dataset>-<res>px-<ke
 
 ``key`` is the first 16 hex digits of the SHA-256 of the canonical JSON of (kind, code version, format
 version, dataset spec, config, seed): any change to the data, the architecture, the training budget or the
-seed gives another folder.  Folders are written to a temporary name and renamed into place, so a killed run
-never leaves a half-written entry behind under the real name.  The cache folder is ``cache_dir`` if given, else
-``$TRAJBENCH_CACHE/evaluators`` if that variable is set, else ``~/.cache/trajbench/evaluators``.
+seed gives another folder.  Folders are written to a temporary name and renamed into place
+(:func:`trajbench.files.atomic_path`), so a killed run never leaves a half-written entry behind under the real
+name.  The cache folder is ``cache_dir`` if given, else ``$TRAJBENCH_CACHE/evaluators`` if that variable is set,
+else ``~/.cache/trajbench/evaluators``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from trajbench.files import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -111,21 +113,18 @@ def _sha256(path: Path) -> str:
 def save_entry(path: Path, params, meta: dict) -> Path:
     """Write ``params`` (a nested dict of arrays) and ``meta`` to the folder ``path`` atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    if path.exists():  # replace a stale / corrupt entry
+        shutil.rmtree(path, ignore_errors=True)
     try:
-        np.savez(tmp / "params.npz", **{k: np.asarray(v) for k, v in _flatten(params).items()})
-        meta = dict(meta, format=FORMAT_VERSION, params_sha256=_sha256(tmp / "params.npz"))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=_json_default))
-        if path.exists():  # replace a stale / corrupt entry
-            shutil.rmtree(path, ignore_errors=True)
-        try:
-            os.replace(tmp, path)
-        except OSError:  # another process won the race: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            np.savez(tmp / "params.npz", **{k: np.asarray(v) for k, v in _flatten(params).items()})
+            meta = dict(meta, format=FORMAT_VERSION, params_sha256=_sha256(tmp / "params.npz"))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=_json_default))
+    except OSError:
+        if not (path / "meta.json").exists():
+            raise
+        # another process wrote the entry meanwhile: keep theirs
     return path
 
 

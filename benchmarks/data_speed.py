@@ -1,6 +1,6 @@
 """Rendering throughput of the generated datasets.
 
-    python -m trajbench.data.speed [--resolutions 16 32 64] [--n 20000] [--repeats 3]
+    .venv/bin/python benchmarks/data_speed.py [--resolutions 16 32 64] [--n 20000] [--repeats 3]
 
 Prints images per second (best of ``--repeats`` runs, one process; numpy's elementwise kernels use one
 core, so pin with ``taskset -c 0`` to be sure).
