@@ -200,8 +200,9 @@ def dataset_gates(metrics: pd.DataFrame, sensitivity: dict, dataset: str, curve_
         gates.append(Gate(dataset, "best-variant CLIP score", float(best_row["clip_score"]), MIN_CLIP, ">=",
                           f"{where}; real images {real.loc['real', 'clip_score']:.3f}"))
     else:
-        gates.append(Gate(dataset, "best-variant CLIP score / real", float(best_row["clip_score"])
-                          / real.loc["real", "clip_score"], MIN_CLIP_OF_REAL, ">=",
+        real_clip = real.loc["real", "clip_score"]  # a ratio needs real images that score above 0
+        gates.append(Gate(dataset, "best-variant CLIP score / real",
+                          float(best_row["clip_score"]) / real_clip if real_clip > 0 else np.nan, MIN_CLIP_OF_REAL, ">=",
                           f"{where}: {best_row['clip_score']:.4f}, real images {real.loc['real', 'clip_score']:.4f} "
                           f"({judged_by['clip_judge']})"))
     real_accuracy = real.loc["real", "accuracy"]
