@@ -8,7 +8,8 @@ Layout under ``RESULTS/<spec name>/``::
     cells/<cell key>/eval/    one JSON per (weights, sampler setting), written as each is scored
     cells/<cell key>/done.json | failed.json | running.json
     samples/<cell key>.png    a sample grid with its prompts
-    metrics.csv, .parquet     the long-form table: one row per (cell, weights, setting, metric)
+    metrics.csv, .parquet     the long-form table: one row per (cell, weights, setting, metric), with the identities
+                              of its judges (``features``, ``clip_judge``; one set per folder)
 
 Resuming: a done cell is skipped; a partial cell resumes its training from the last checkpoint and scores only
 the settings it has not scored. Every file is written whole or not at all, so a kill at any moment loses at most

@@ -495,7 +495,7 @@ def _normalised(x) -> np.ndarray:
 
 def read_clip_file(path) -> tuple[dict, ClipArch, bytes]:
     """(state dict, architecture, gzipped BPE merges) of a converted ``.npz``; one-line errors."""
-    state = read_npz(path, what="CLIP", fix=_SUPPLY)
+    state = read_npz(path, what="CLIP", fix=_SUPPLY, error=ClipWeightsError)
     if CONFIG_KEY not in state or BPE_KEY not in state:
         key = CONFIG_KEY if CONFIG_KEY not in state else BPE_KEY
         raise ClipWeightsError(f"{path} is not a converted CLIP file (no {key} entry); {_SUPPLY}")

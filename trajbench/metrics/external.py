@@ -31,28 +31,31 @@ class WeightsError(ValueError):
 _UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
-def read_npz(path, *, what: str, fix: str) -> dict[str, np.ndarray]:
-    """Every array of the ``.npz`` at ``path``.  FileNotFoundError if it is missing, :class:`WeightsError` if it
-    is not a readable ``.npz`` of named arrays; ``what`` names the network and ``fix`` says how to make the file."""
+def read_npz(path, *, what: str, fix: str, error: type[WeightsError] = WeightsError) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``.  FileNotFoundError if it is missing, ``error`` (a
+    :class:`WeightsError`) if it is not a readable ``.npz`` of named arrays; ``what`` names the network and
+    ``fix`` says how to make the file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights not found at {path}: {fix}")
     try:
         archive = np.load(path, allow_pickle=False)
     except _UNREADABLE as exc:
-        raise unreadable(path, what, ".npz", exc, fix) from None
+        raise unreadable(path, what, ".npz", exc, fix, error) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise WeightsError(f"{path} holds a single array, not an .npz of named {what} weights; {fix}")
+        raise error(f"{path} holds a single array, not an .npz of named {what} weights; {fix}")
     try:
         with archive:
             return {key: archive[key] for key in archive.files}
     except _UNREADABLE as exc:
-        raise unreadable(path, what, ".npz", exc, fix) from None
+        raise unreadable(path, what, ".npz", exc, fix, error) from None
 
 
-def unreadable(path, what: str, how: str, exc: BaseException, fix: str) -> WeightsError:
+def unreadable(path, what: str, how: str, exc: BaseException, fix: str,
+               error: type[WeightsError] = WeightsError) -> WeightsError:
+    """The one-line ``error`` for a weight file that ``how`` (e.g. ``.npz``) could not read."""
     message = " ".join(str(exc).split())[:200]
-    return WeightsError(f"cannot read {what} weights {path} as {how} ({type(exc).__name__}: {message}); {fix}")
+    return error(f"cannot read {what} weights {path} as {how} ({type(exc).__name__}: {message}); {fix}")
 
 
 def file_digest(path) -> str:

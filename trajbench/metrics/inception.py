@@ -328,10 +328,7 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     path = Path(path).expanduser()
     if path.suffix in (".pth", ".pt") and path.is_file():
         return _read_torch_state_dict(path)
-    try:
-        return read_npz(path, what="Inception", fix=_SUPPLY)
-    except WeightsError as error:
-        raise InceptionWeightsError(str(error)) from None
+    return read_npz(path, what="Inception", fix=_SUPPLY, error=InceptionWeightsError)
 
 
 def _read_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
@@ -343,7 +340,7 @@ def _read_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
     try:
         state = torch.load(path, map_location="cpu")
     except Exception as exc:  # torch raises many types for a bad file
-        raise InceptionWeightsError(str(unreadable(path, "Inception", "a torch checkpoint", exc, _SUPPLY))) from None
+        raise unreadable(path, "Inception", "a torch checkpoint", exc, _SUPPLY, InceptionWeightsError) from None
     if not isinstance(state, dict):
         raise InceptionWeightsError(f"{path} holds a {type(state).__name__}, not a state dict; {_SUPPLY}")
     return {key: value.detach().cpu().numpy() for key, value in state.items() if isinstance(value, torch.Tensor)}
