@@ -195,7 +195,9 @@ def dataset_gates(metrics: pd.DataFrame, sensitivity: dict, dataset: str, curve_
                             f"set [report] curve_guidance")
     best_row = at.iloc[0]
     where = f"{best} at {best_row['setting']}"
-    judged_by = rows.iloc[0][["features", "clip_judge"]].to_dict() if "features" in rows else INHOUSE_JUDGES
+    first = rows.iloc[0]  # a table without judge columns (or with them empty) was scored in-house
+    judged_by = {column: first[column] if isinstance(first.get(column), str) else default
+                 for column, default in INHOUSE_JUDGES.items()}
     if judged_by["clip_judge"] == "inhouse":
         gates.append(Gate(dataset, "best-variant CLIP score", float(best_row["clip_score"]), MIN_CLIP, ">=",
                           f"{where}; real images {real.loc['real', 'clip_score']:.3f}"))
