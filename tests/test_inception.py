@@ -135,9 +135,49 @@ def test_batching_pads_the_last_batch_and_keeps_the_order(inception, images, fea
 
 
 def test_images_beyond_the_range_are_clipped_to_it(inception, images):
-    overshoot = images[:2] * 3.0
+    overshoot = images[:2] * 1.5  # an unclipped sampler's output
     np.testing.assert_array_equal(inception.layer_output(overshoot, "resize"),
                                   inception.layer_output(np.clip(overshoot, -1.0, 1.0), "resize"))
+
+
+def test_images_in_another_range_are_refused(inception, images):
+    with pytest.raises(ValueError, match=r"\[-1, 1\], got values in \[0.*x / 127.5 - 1") as excinfo:
+        inception((images + 1) * 127.5, batch_size=BATCH)  # [0, 255] floats
+    _single_line_message(excinfo)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pytorch_fid") is None,
+                    reason="pytorch-fid (and torch) not installed (pip install 'trajbench[bench]')")
+def test_pool3_features_match_pytorch_fid_with_the_same_random_weights(weights_path, images, features, monkeypatch):
+    """pytorch-fid's FID Inception built with our random weights in place of its download (it loads them through
+    ``load_state_dict_from_url``), fed [0, 1] images as it expects."""
+    import torch
+    from pytorch_fid import inception as pytorch_fid_inception
+
+    state = {key: torch.from_numpy(value) for key, value in np.load(weights_path).items()}
+    monkeypatch.setattr(pytorch_fid_inception, "load_state_dict_from_url", lambda *args, **kwargs: state)
+    network = pytorch_fid_inception.InceptionV3([3]).eval()  # pool3, resize to 299, [0, 1] -> [-1, 1]
+    with torch.no_grad():
+        (pool3,) = network(torch.from_numpy((images[:1] + 1) / 2).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(features[:1], pool3[:, :, 0, 0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch not installed (the bench extra)")
+def test_convert_weights_writes_the_npz_that_load_inception_reads(weights_path, tmp_path, capsys):
+    import torch
+
+    from trajbench.cli import main
+
+    with np.load(weights_path) as archive:
+        state = dict(archive)
+    checkpoint, out = tmp_path / "pt_inception-2015-12-05-6726825d.pth", tmp_path / "converted.npz"
+    torch.save({key: torch.from_numpy(value) for key, value in state.items()}, checkpoint)
+    assert main(["convert-weights", "inception", str(checkpoint), "--out", str(out)]) == 0
+    assert f"inception:{out}" in capsys.readouterr().out
+    with np.load(out) as converted:
+        assert sorted(converted.files) == sorted(state)
+        for key in state:
+            np.testing.assert_array_equal(converted[key], state[key])
 
 
 def _torch_bilinear_resize(x: np.ndarray, size: int) -> np.ndarray:
@@ -334,7 +374,7 @@ def test_unreadable_file_raises_one_line_weights_error(tmp_path, weights_path, c
     _single_line_message(excinfo)
 
 
-def test_pth_without_torch_explains_the_npz_conversion(tmp_path):
+def test_pth_without_torch_explains_the_conversion(tmp_path):
     if importlib.util.find_spec("torch") is not None:
         pytest.skip("torch is installed: .pth files are read directly")
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
@@ -342,4 +382,4 @@ def test_pth_without_torch_explains_the_npz_conversion(tmp_path):
     with pytest.raises(InceptionWeightsError, match="torch is not installed") as excinfo:
         load_inception(path)
     message = _single_line_message(excinfo)
-    assert "np.savez" in message and ".npz" in message
+    assert "trajbench convert-weights inception" in message and ".npz" in message

@@ -91,13 +91,16 @@ def cmd_eval(args) -> None:
     from trajbench.evaluate import evaluate_run
 
     settings = [s for item in args.settings for s in item.split(",") if s]
+    from trajbench.metrics.judges import resolve_choice
+
     if args.step_axis < 0 or args.step_axis == 1:
         raise UserError(f"--step-axis {args.step_axis}: use 0 (off) or at least 2 prompts")
     rows = evaluate_run(args.run_dir, settings, weights=args.weights, num_samples=args.samples,
                         checkpoint=args.checkpoint, seed=args.seed, n_boot=args.n_boot,
                         evaluator_config=parse_assignments(args.evaluator_set, "--evaluator-set") or None,
                         geneval_config=parse_assignments(args.geneval_set, "--geneval-set") or None,
-                        step_axis_samples=args.step_axis)
+                        step_axis_samples=args.step_axis, features=resolve_choice(args.features, "features"),
+                        clip_score=resolve_choice(args.clip_score, "clip_score"))
     if args.format == "json":
         for row in rows:
             print(json.dumps(row))
@@ -122,6 +125,19 @@ def parse_assignments(items, option: str) -> dict:
         except json.JSONDecodeError:
             values[key.strip()] = text
     return values
+
+
+def cmd_convert_weights(args) -> None:
+    """A local PyTorch checkpoint -> the .npz the JAX networks read (needs torch; open_clip for CLIP)."""
+    if args.network == "clip":
+        from trajbench.metrics.clip import convert_open_clip
+
+        out = convert_open_clip(args.model, args.checkpoint, args.out, bpe_path=args.bpe)
+    else:
+        from trajbench.metrics.inception import convert_inception_checkpoint
+
+        out = convert_inception_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {out}; use it as {args.network}:{out}")
 
 
 def cmd_evaluator_report(args) -> None:
@@ -411,8 +427,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field of the GenEval classifier's config (part of its cache key)")
     p.add_argument("--step-axis", type=int, default=0, metavar="K",
                    help="also measure the distance to an accurate solve and straightness on K prompts")
+    p.add_argument("--features", default="inhouse", metavar="JUDGE",
+                   help="features of FID / KID: inhouse, inception:PATH or clip:PATH (a converted .npz)")
+    p.add_argument("--clip-score", default="inhouse", metavar="JUDGE", help="CLIP score by: inhouse or clip:PATH")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=cmd_eval)
+
+    p = commands.add_parser("convert-weights", help="convert a local PyTorch checkpoint (Inception, CLIP) to the "
+                            ".npz trajbench reads (needs torch; CLIP also open_clip)",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("network", choices=("inception", "clip"))
+    p.add_argument("checkpoint", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth, an OpenCLIP checkpoint "
+                                      "or OpenAI's ViT-*.pt")
+    p.add_argument("--out", required=True, help=".npz file to write")
+    p.add_argument("--model", default="ViT-B-32", help="CLIP: the OpenCLIP model name (ViT-B-32, ViT-L-14, ...)")
+    p.add_argument("--bpe", help="CLIP: the tokenizer's bpe_simple_vocab_16e6.txt.gz (default: open_clip's copy)")
+    p.set_defaults(run=cmd_convert_weights)
 
     evaluator = commands.add_parser("evaluator", help="the in-house evaluator networks").add_subparsers(
         dest="evaluator", required=True)
@@ -516,12 +546,15 @@ def is_user_error(error: Exception) -> bool:
     user_errors = (UserError, formulations.FormulationError, RunError, FileNotFoundError)
     from trajbench.data import DatasetError
     from trajbench.auxnet.cache import EvaluatorCacheError, EvaluatorConfigError
+    from trajbench.metrics.external import WeightsError
+    from trajbench.metrics.judges import JudgeChoiceError
 
     from trajbench.spec import SpecError
 
     from trajbench.validity import ValidityError
 
-    user_errors += (DatasetError, EvaluatorCacheError, EvaluatorConfigError, SpecError, ValidityError)
+    user_errors += (DatasetError, EvaluatorCacheError, EvaluatorConfigError, SpecError, ValidityError, WeightsError,
+                    JudgeChoiceError)
     return isinstance(error, user_errors)
 
 

@@ -2,8 +2,9 @@
 
 Protocol (the paper's, at small scale): prompts are the first ``num_samples`` captions of the dataset's
 held-out ``val`` split, generated with EVALUATION_SEED whatever the run's training seed; one image per prompt; FID
-and KID on the in-house evaluator's image features against the fixed ``reference`` split; CLIP score with the
-evaluator's towers against each image's own prompt; recognisability (``accuracy``: a held-out classifier's class
+and KID on the judge's image features against the fixed ``reference`` split; CLIP score with the judge's towers
+against each image's own prompt (the judges: the in-house evaluator, or Inception / CLIP from local weights,
+:mod:`trajbench.metrics.judges`); recognisability (``accuracy``: a held-out classifier's class
 accuracy on synth-imagenet, GenEval's overall score on synth-cc12m); GenEval-style accuracy per category on
 ``synth-cc12m``; 95 % bootstrap intervals over the generated set.
 
@@ -134,16 +135,27 @@ def generate_images(run, weights: str, setting: SamplerSetting, tokens, pooled, 
 
 
 class Judges:
-    """The held-out networks that score a dataset's images, loaded (or trained and cached) once per dataset:
-    the CLIP-style evaluator (FID, KID, CLIP score), the recognisability classifier of class-captioned
-    datasets, and the GenEval detector of synth-cc12m."""
+    """The held-out networks that score a dataset's images, loaded (or trained and cached) once per dataset: the
+    FID / KID features and the CLIP score (the in-house CLIP-style evaluator, or external weights chosen by
+    ``features`` / ``clip_score``, see :mod:`trajbench.metrics.judges`), the recognisability classifier of
+    class-captioned datasets, and the GenEval detector of synth-cc12m."""
 
     def __init__(self, dataset, *, cache_dir=None, evaluator_config=None, geneval_config=None,
-                 classifier_config=None):
-        from trajbench.metrics.evaluator import load_or_train_evaluator
+                 classifier_config=None, features: str = "inhouse", clip_score: str = "inhouse"):
+        from trajbench.metrics.judges import identities, load_judge
 
         self.dataset = dataset
-        self.evaluator = load_or_train_evaluator(dataset, cache_dir=cache_dir, config=evaluator_config)
+        loaded: dict = {}  # external weights first: a bad file fails before anything is trained
+        self.feature_net = load_judge(features, "features", loaded)
+        self.clip_net = load_judge(clip_score, "clip_score", loaded)
+        self.identity = identities(features, clip_score)
+        self.evaluator = None
+        if self.feature_net is None or self.clip_net is None:
+            from trajbench.metrics.evaluator import load_or_train_evaluator
+
+            self.evaluator = load_or_train_evaluator(dataset, cache_dir=cache_dir, config=evaluator_config)
+            self.feature_net = self.feature_net or self.evaluator
+            self.clip_net = self.clip_net or self.evaluator
         self.geneval = self.classifier = None
         if dataset.name == "synth-cc12m":
             from trajbench.metrics.geneval import load_or_train_geneval
@@ -157,10 +169,10 @@ class Judges:
 
     @property
     def reference_features(self) -> np.ndarray:
-        """The evaluator's FID features of the whole ``reference`` split (computed once)."""
+        """The FID features of the whole ``reference`` split (computed once)."""
         if self._reference is None:
             dataset = self.dataset
-            self._reference = self.evaluator.fid_features(
+            self._reference = self.feature_net.fid_features(
                 dataset.images("reference", np.arange(dataset.split_size("reference"))))
         return self._reference
 
@@ -173,18 +185,21 @@ class Judges:
         return out
 
     def score(self, images, prompts: dict, *, n_boot: int = 200, seed: int = 0) -> dict:
-        return score_images(images, prompts["captions"], prompts["attributes"], self.evaluator,
-                            self.reference_features, geneval=self.geneval, classifier=self.classifier,
-                            labels=prompts.get("labels"), n_boot=n_boot, seed=seed)
+        """:func:`score_images` with these judges, plus their identities (``features``, ``clip_judge``)."""
+        scores = score_images(images, prompts["captions"], prompts["attributes"], self.feature_net, self.clip_net,
+                              self.reference_features, geneval=self.geneval, classifier=self.classifier,
+                              labels=prompts.get("labels"), n_boot=n_boot, seed=seed)
+        return scores | self.identity
 
 
-def score_images(images, captions, attributes, evaluator, reference_features, *, geneval=None, classifier=None,
-                 labels=None, n_boot: int = 200, seed: int = 0) -> dict:
-    """FID, KID, CLIP score (each with a bootstrap CI); recognisability ``accuracy`` (the classifier's class
-    accuracy against ``labels``, or GenEval's overall score) and, given a GenEval detector, its accuracies."""
+def score_images(images, captions, attributes, feature_net, clip_net, reference_features, *, geneval=None,
+                 classifier=None, labels=None, n_boot: int = 200, seed: int = 0) -> dict:
+    """FID and KID on ``feature_net.fid_features``, CLIP score by ``clip_net.clip_score`` (each with a bootstrap
+    CI); recognisability ``accuracy`` (the classifier's class accuracy against ``labels``, or GenEval's overall
+    score) and, given a GenEval detector, its accuracies."""
     from trajbench.metrics import bootstrap_ci, fid_with_ci, kid, mmd2_unbiased
 
-    features = evaluator.fid_features(images)
+    features = feature_net.fid_features(images)
     # a resample repeats images, which biases FID and KID upward: their intervals are bias-corrected (the
     # percentile interval, moved by the mean shift of the replicates), so they are centred on the estimate
     fid = fid_with_ci(features, reference_features, n_boot=n_boot, seed=seed, method="bias_corrected")
@@ -193,7 +208,7 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
     reference_subset = reference_features[np.random.default_rng(seed).choice(len(reference_features), size, False)]
     kid_ci = bootstrap_ci(lambda g: mmd2_unbiased(g, reference_subset), features, n_boot=n_boot,
                           seed=seed, method="bias_corrected")
-    clip, per_example = evaluator.clip_score(images, captions, return_per_example=True)
+    clip, per_example = clip_net.clip_score(images, captions, return_per_example=True)
     scores = {
         "fid": fid["fid"], "fid_ci": [max(fid["ci_low"], 0.0), fid["ci_high"]],
         "kid": kid_value, "kid_ci": list(kid_ci),
@@ -222,14 +237,16 @@ def score_images(images, captions, attributes, evaluator, reference_features, *,
 def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), pairs=None, num_samples: int = 256,
                  checkpoint="best", seed: int = 0, n_boot: int = 200, cache_dir=None, evaluator_config=None,
                  geneval_config=None, classifier_config=None, skip=(), step_axis_samples: int = 0,
-                 progress=None) -> list[dict]:
+                 features: str = "inhouse", clip_score: str = "inhouse", progress=None) -> list[dict]:
     """One result dict per (weights, setting) with fid, kid, clip_score, accuracy, their CIs, nfe and GenEval
     accuracy; with ``step_axis_samples`` K > 0 also ``ref_distance`` and ``straightness`` on K prompts
     (:func:`trajbench.stepaxis.step_axis_metrics`).
 
     ``pairs``: the (weights, setting) pairs to score (default: every weights x every setting).
     ``evaluator_config`` / ``geneval_config`` / ``classifier_config``: overrides of the judge networks' configs
-    (dicts of their fields; None = the defaults); they are part of their cache keys.  ``skip``: (weights, setting
+    (dicts of their fields; None = the defaults); they are part of their cache keys.  ``features`` /
+    ``clip_score``: who judges (``inhouse``, ``inception:PATH``, ``clip:PATH``; :mod:`trajbench.metrics.judges`),
+    recorded in every row by identity (``features``, ``clip_judge``).  ``skip``: (weights, setting
     label) pairs already scored (a resumed grid cell); ``progress(row)`` is called as each row is finished."""
     parse = lambda s: s if isinstance(s, SamplerSetting) else SamplerSetting.parse(s)  # noqa: E731
     if pairs is None:
@@ -242,7 +259,8 @@ def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), 
     run = load_run(run_dir, checkpoint)
     config = run.config
     judges = Judges(evaluation_dataset(config), cache_dir=cache_dir, evaluator_config=evaluator_config,
-                    geneval_config=geneval_config, classifier_config=classifier_config)
+                    geneval_config=geneval_config, classifier_config=classifier_config, features=features,
+                    clip_score=clip_score)
     prompts = judges.prompts("val", num_samples)
     tokens, pooled = run.text_encoders.encode(prompts["captions"])
     references: dict = {}

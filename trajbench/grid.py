@@ -8,7 +8,8 @@ Layout under ``RESULTS/<spec name>/``::
     cells/<cell key>/eval/    one JSON per (weights, sampler setting), written as each is scored
     cells/<cell key>/done.json | failed.json | running.json
     samples/<cell key>.png    a sample grid with its prompts
-    metrics.csv, .parquet     the long-form table: one row per (cell, weights, setting, metric)
+    metrics.csv, .parquet     the long-form table: one row per (cell, weights, setting, metric), with the identities
+                              of its judges (``features``, ``clip_judge``; one set per folder)
 
 Resuming: a done cell is skipped; a partial cell resumes its training from the last checkpoint and scores only
 the settings it has not scored. Every file is written whole or not at all, so a kill at any moment loses at most
@@ -33,12 +34,15 @@ import numpy as np
 import pandas as pd
 
 from trajbench.files import atomic_path, write_json_atomic
+from trajbench.metrics.judges import INHOUSE_JUDGES
 from trajbench.spec import Cell, ExperimentSpec, SpecError
 
 METRIC_COLUMNS = ("spec", "variant", "family", "dataset", "seed", "weights", "setting", "steps", "guidance",
                   "sampler", "coordinates", "protocol", "role", "nfe", "metric", "value", "ci_low", "ci_high",
-                  "samples", "train_step", "train_seconds", "sample_seconds", "versions")
-DEFAULTED_COLUMNS = {"protocol": "shared", "role": "ranked"}
+                  "samples", "train_step", "train_seconds", "sample_seconds", "features", "clip_judge", "versions")
+JUDGE_COLUMNS = tuple(INHOUSE_JUDGES)
+"""The identities of the networks behind FID / KID and behind CLIP score (``trajbench.metrics.judges``)."""
+DEFAULTED_COLUMNS = {"protocol": "shared", "role": "ranked", **INHOUSE_JUDGES}
 """Columns added after the first tables were written, and their value in an older table."""
 TIMING_COLUMNS = ("train_seconds", "sample_seconds")
 """Wall times: the only columns that differ between two runs of the same spec on the same machine."""
@@ -154,6 +158,14 @@ def read_eval_rows(folder: Path) -> list[dict]:
 # ---- running ------------------------------------------------------------------------------------------
 
 
+def check_judges(spec: ExperimentSpec) -> None:
+    """Load every external judge's weights once, so a missing or wrong file stops a grid before any cell runs."""
+    from trajbench.metrics.judges import check_choice
+
+    for role in ("features", "clip_score"):
+        check_choice(getattr(spec.eval, role), role)
+
+
 def check_recipe(layout: GridLayout) -> None:
     """Refuse to mix results of two recipes in one folder; record the recipe on the first run."""
     path = layout.root / "spec.json"
@@ -184,7 +196,8 @@ def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
         evaluate_run(folder / "run", pairs=pairs, num_samples=ev.samples, checkpoint=ev.checkpoint, seed=ev.seed,
                      n_boot=ev.n_boot, evaluator_config=dict(ev.evaluator) or None,
                      geneval_config=dict(ev.geneval) or None, classifier_config=dict(ev.classifier) or None,
-                     skip=scored, step_axis_samples=ev.step_axis_samples,
+                     skip=scored, step_axis_samples=ev.step_axis_samples, features=ev.features,
+                     clip_score=ev.clip_score,
                      progress=lambda row: write_json_atomic(_eval_file(folder, row["weights"], row["setting"]), row))
     if ev.grid_images and not layout.sample_grid(cell).exists():
         write_sample_grid(spec, cell, layout)
@@ -258,6 +271,7 @@ def run_grid(spec: ExperimentSpec, results: str | Path = "results", *, shard: tu
     from tqdm.auto import tqdm
 
     layout = GridLayout(spec, results)
+    check_judges(spec)
     check_recipe(layout)
     mine = shard_cells(spec, shard)
     todo = [c for c in mine if cell_state(layout, c) not in ("done",) + (() if retry_failed else ("failed",))]
@@ -335,7 +349,8 @@ def metric_rows(spec: ExperimentSpec, cell: Cell, row: dict, done: dict, version
             "coordinates": row["coordinates"], "protocol": row.get("protocol", "shared"),
             "role": spec.eval.role_of(row["setting"]), "nfe": row["nfe"], "samples": row["samples"],
             "train_step": row["checkpoint_step"], "train_seconds": done.get("train_seconds"),
-            "sample_seconds": row["sample_seconds"], "versions": versions}
+            "sample_seconds": row["sample_seconds"], "versions": versions,
+            **{column: row.get(column, default) for column, default in INHOUSE_JUDGES.items()}}
     values = [(m, row[m], row[f"{m}_ci"]) for m in ("fid", "kid", "clip_score", "accuracy") if m in row]
     values += [(f"geneval_{k}", v, row["geneval_ci"][k]) for k, v in row.get("geneval", {}).items()]
     values += [(m, row[m], (np.nan, np.nan)) for m in STEP_AXIS_METRICS if m in row]
@@ -377,4 +392,9 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     missing = [c for c in METRIC_COLUMNS if c not in table]
     if missing:
         raise SpecError(f"{path} lacks the column(s) {', '.join(missing)}; regenerate it with `trajbench grid collect`")
+    judges = table[list(JUDGE_COLUMNS)].drop_duplicates()
+    if len(judges) > 1:
+        found = "; ".join(" / ".join(map(str, row)) for row in judges.itertuples(index=False))
+        raise SpecError(f"{path} mixes rows scored by different judges (features / clip_judge: {found}); "
+                        "report each on its own, e.g. keep the rows of one features value")
     return table

@@ -210,6 +210,14 @@ def plot_step_axis(metrics, out) -> Path | None:
 # ---- grid results: the report ---------------------------------------------------------------------------
 
 
+def judges_line(metrics) -> str:
+    """Who scored the table: the identities of its FID / KID features and CLIP score judges."""
+    features = ", ".join(dict.fromkeys(metrics.get("features", ["inhouse"])))
+    clip = ", ".join(dict.fromkeys(metrics.get("clip_judge", ["inhouse"])))
+    return (f"FID and KID on `{features}` features, CLIP score by `{clip}` (`inhouse`: the evaluator trained per "
+            "dataset; `inception:` / `clip:<architecture>:` name local weights by their SHA-256).")
+
+
 def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", table2_weights: str = "ema",
                  curve_guidance_value: float | None = None, curve_weights: str = "ema",
                  stability_draws: int = 200, validity: str = "") -> dict:
@@ -276,7 +284,8 @@ def write_report(metrics, out_dir, *, name: str, table2_setting: str = "25x2", t
              f"{metrics['variant'].nunique()} variants, {metrics['dataset'].nunique()} dataset(s), "
              f"{metrics['seed'].nunique()} seed(s), {settings} ranking settings (dataset x weights x sampler "
              f"setting). Regenerate everything here with `trajbench report` from `metrics.csv`; `trajbench plot curves`, "
-             f"`plot ranks`, `plot samples` and `trajbench table` draw and compare chosen variants.", ""]
+             f"`plot ranks`, `plot samples` and `trajbench table` draw and compare chosen variants.", "",
+             judges_line(everything), ""]
     if validity:
         lines += [validity, ""]
     for title, table in sections:

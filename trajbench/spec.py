@@ -62,6 +62,17 @@ class EvalSpec:
     baseline_steps: int = 1  # every (guidance, protocol) also scored at this many steps (0: none); not ranked
     step_axis_samples: int = 32  # prompts per setting for the distance to an accurate solve (0: not measured)
     classifier: dict = field(default_factory=dict)  # overrides of the recognisability classifier's config
+    # who judges (trajbench.metrics.judges): "inhouse" | "inception:PATH" | "clip:PATH" (features of FID / KID),
+    # "inhouse" | "clip:PATH" (CLIP score); $VARIABLES are expanded, and of a list the first usable entry is taken
+    features: str = "inhouse"
+    clip_score: str = "inhouse"
+
+    def judges(self) -> dict[str, str]:
+        """The judges' identities as result rows record them: ``{"features": ..., "clip_judge": ...}`` (``inhouse``,
+        ``inception:<sha256>``, ``clip:<arch>:<sha256>``; :mod:`trajbench.metrics.judges`)."""
+        from trajbench.metrics.judges import identities
+
+        return identities(self.features, self.clip_score)
 
     def scored(self) -> list[tuple[str, "SamplerSetting", str]]:
         """Every (weights, setting, role) a cell is scored with: role ``ranked`` (Table 1), ``control`` (the
@@ -158,8 +169,16 @@ class ExperimentSpec:
                               seed=cell.seed, **values)
 
     def recipe(self) -> dict:
-        """What every cell's numbers depend on besides its own (variant, dataset, seed)."""
-        return {"train": dict(self.train), "eval": _plain(dataclasses.asdict(self.eval))}
+        """What every cell's numbers depend on besides its own (variant, dataset, seed).  An external judge enters
+        by its identity (the weights' content), not its path; in-house judges add nothing, so results written
+        before judges could be chosen keep their recipe."""
+        evaluation = _plain(dataclasses.asdict(self.eval))
+        for role, judge in zip(("features", "clip_score"), self.eval.judges().values()):
+            if judge == "inhouse":
+                del evaluation[role]
+            else:
+                evaluation[role] = judge
+        return {"train": dict(self.train), "eval": evaluation}
 
     def to_dict(self) -> dict:
         return _plain({"name": self.name, "description": self.description, "variants": self.variants,
@@ -307,6 +326,13 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
         SamplerSetting.parse(s).label for s in evaluation.control_settings}
     if both:
         raise SpecError(f"[eval] {', '.join(sorted(both))} is in both settings and control_settings; keep it in one")
+    from trajbench.metrics.judges import JudgeChoiceError, resolve_choice
+
+    try:
+        evaluation = dataclasses.replace(evaluation, **{role: resolve_choice(getattr(evaluation, role), role)
+                                                        for role in ("features", "clip_score")})
+    except JudgeChoiceError as error:
+        raise SpecError(f"[eval] {error}") from None
     for field_name in ("baseline_steps", "step_axis_samples"):
         value = getattr(evaluation, field_name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -18,6 +18,12 @@ need JAX)::
     clf = load_or_train_geneval(dataset)          # trajbench.metrics.geneval: synth-cc12m attribute classifier
     geneval_scores(images, attributes, clf)       # {category: accuracy, "overall": ...}
     evaluator_report(dataset, ev); report_json("synth-imagenet", 16)   # trajbench.metrics.report
+
+Or networks from weights a user supplies (converted once by ``trajbench convert-weights``), chosen per spec by
+:mod:`trajbench.metrics.judges` (``inhouse`` | ``inception:PATH`` | ``clip:PATH``)::
+
+    load_inception("inception.npz")(images)       # trajbench.metrics.inception: FID Inception pool3 features
+    load_clip("clip.npz").clip_score(images, captions)   # trajbench.metrics.clip: OpenAI / OpenCLIP ViT CLIP
 """
 
 from __future__ import annotations

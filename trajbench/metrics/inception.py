@@ -17,7 +17,7 @@ Weights: no weights ship with the project and none are downloaded.  Use pytorch-
 https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth),
 converted once to ``.npz`` wherever torch is installed::
 
-    python -c "import torch, numpy as np; sd = torch.load('pt_inception-2015-12-05-6726825d.pth'); np.savez('inception.npz', **{k: v.numpy() for k, v in sd.items()})"
+    trajbench convert-weights inception pt_inception-2015-12-05-6726825d.pth --out inception.npz
 
 The ``.npz`` keys are the torch state-dict names (``Conv2d_1a_3x3.conv.weight`` in OIHW,
 ``Conv2d_1a_3x3.bn.weight`` / ``.bn.bias`` / ``.bn.running_mean`` / ``.bn.running_var``,
@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-import zipfile
-import zlib
 from pathlib import Path
 
 import flax.linen as nn
@@ -48,11 +46,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from trajbench.metrics.evaluator import batched
+from trajbench.auxnet.apply import batched
+from trajbench.metrics.external import WeightsError, check_images, read_npz, unreadable
 from trajbench.metrics.stats import frechet_distance
 
 __all__ = [
     "FIDInceptionV3",
+    "convert_inception_checkpoint",
     "InceptionFeatures",
     "InceptionWeightsError",
     "inception_fid",
@@ -68,15 +68,12 @@ BN_EPSILON = 1e-3
 CLASSIFIER_SHAPES = {"fc.weight": (1008, FEATURE_DIM), "fc.bias": (1008,)}
 """The FID network's 1008-way classifier: present in the weight file, not used for the features."""
 
-CONVERT_COMMAND = (
-    "python -c \"import torch, numpy as np; sd = torch.load('pt_inception-2015-12-05-6726825d.pth'); "
-    "np.savez('inception.npz', **{k: v.numpy() for k, v in sd.items()})\""
-)
-_SUPPLY = ("supply pytorch-fid's FID Inception weights (pt_inception-2015-12-05-6726825d.pth) converted to .npz, "
-           "see trajbench.metrics.inception")
+CONVERT_COMMAND = "trajbench convert-weights inception pt_inception-2015-12-05-6726825d.pth --out inception.npz"
+_SUPPLY = ("supply pytorch-fid's FID Inception weights converted to .npz "
+           f"(where torch is installed: {CONVERT_COMMAND})")
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(WeightsError):
     """The Inception weight file is unreadable, incomplete, or has tensors of the wrong shape."""
 
 
@@ -329,30 +326,9 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
     """The arrays of a weight file: an ``.npz`` of torch state-dict names, or a ``.pth`` / ``.pt`` state dict
     when torch is installed.  Raises FileNotFoundError / :class:`InceptionWeightsError` (one line)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"Inception weights not found at {path}: {_SUPPLY}")
-    if path.suffix in (".pth", ".pt"):
+    if path.suffix in (".pth", ".pt") and path.is_file():
         return _read_torch_state_dict(path)
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except _UNREADABLE as exc:
-        raise _unreadable(path, ".npz", exc) from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InceptionWeightsError(f"{path} holds a single array, not an .npz of named weights; {_SUPPLY}")
-    try:
-        with archive:
-            return {key: archive[key] for key in archive.files}
-    except _UNREADABLE as exc:
-        raise _unreadable(path, ".npz", exc) from None
-
-
-_UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
-
-
-def _unreadable(path, how: str, exc: BaseException) -> InceptionWeightsError:
-    message = " ".join(str(exc).split())[:200]
-    return InceptionWeightsError(f"cannot read Inception weights {path} as {how} ({type(exc).__name__}: "
-                                 f"{message}); {_SUPPLY}")
+    return read_npz(path, what="Inception", fix=_SUPPLY, error=InceptionWeightsError)
 
 
 def _read_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
@@ -364,7 +340,7 @@ def _read_torch_state_dict(path: Path) -> dict[str, np.ndarray]:
     try:
         state = torch.load(path, map_location="cpu")
     except Exception as exc:  # torch raises many types for a bad file
-        raise _unreadable(path, "a torch checkpoint", exc) from None
+        raise unreadable(path, "Inception", "a torch checkpoint", exc, _SUPPLY, InceptionWeightsError) from None
     if not isinstance(state, dict):
         raise InceptionWeightsError(f"{path} holds a {type(state).__name__}, not a state dict; {_SUPPLY}")
     return {key: value.detach().cpu().numpy() for key, value in state.items() if isinstance(value, torch.Tensor)}
@@ -418,20 +394,6 @@ def state_dict_to_variables(state: dict) -> dict:
 # =================================================================================================
 # public API
 # =================================================================================================
-def _check_images(images) -> np.ndarray:
-    """``images`` as float32 ``[N, H, W, 3]``, clipped to [-1, 1] as saving samples as images would (the
-    project's convention); one-line ValueError for anything else."""
-    x = np.asarray(images)
-    if x.ndim != 4 or x.shape[-1] != 3 or 0 in x.shape:
-        raise ValueError(f"images must be a non-empty float array [N, H, W, 3] in [-1, 1], got shape {x.shape}")
-    if x.dtype.kind != "f":
-        raise ValueError(f"images must be floats in [-1, 1], got dtype {x.dtype} (map uint8 with x / 127.5 - 1)")
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
-        raise ValueError("images contain NaN or infinite values")
-    return np.clip(x, -1.0, 1.0)
-
-
 class InceptionFeatures:
     """The FID Inception-v3 with loaded weights: ``inception(images)`` -> pool3 features ``[N, 2048]``."""
 
@@ -460,7 +422,7 @@ class InceptionFeatures:
     def _run(self, images, layer: str, batch_size: int, spatial_mean: bool) -> np.ndarray:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        x = _check_images(images)
+        x = check_images(images)
         forward = functools.partial(_apply, upto=layer, spatial_mean=spatial_mean)
         return batched(forward, self.variables, x, int(batch_size))
 
@@ -509,3 +471,18 @@ def save_random_inception_weights(path, seed: int = 0) -> Path:
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
     return path
+
+
+def convert_inception_checkpoint(checkpoint, out) -> Path:
+    """Write pytorch-fid's FID Inception checkpoint (``pt_inception-2015-12-05-6726825d.pth``; needs torch) as the
+    ``.npz`` :func:`load_inception` reads, after checking every key and shape; returns ``out``."""
+    checkpoint = Path(checkpoint).expanduser()
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"Inception checkpoint not found at {checkpoint}: {_SUPPLY}")
+    state = _read_torch_state_dict(checkpoint)
+    check_state_dict(state, source=str(checkpoint))
+    keep = [key for key in {**inception_state_dict_shapes(), **CLASSIFIER_SHAPES} if key in state]
+    out = Path(out)
+    with open(out, "wb") as handle:
+        np.savez(handle, **{key: np.asarray(state[key], np.float32) for key in keep})
+    return out
