@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trajbench.errors import UserError
 from trajbench.files import write_json_atomic
 
 SENSITIVITY_VERSION = 1
@@ -50,7 +51,7 @@ MIN_DISCRIMINATION = 3.0
 MIN_BLUR_OVER_REAL = 10.0
 
 
-class ValidityError(Exception):
+class ValidityError(UserError):
     """Validity cannot be judged (no results, no sensitivity table): one line saying what is missing."""
 
 

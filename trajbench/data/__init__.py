@@ -14,6 +14,7 @@ images ``[N, H, W, 3]`` in ``[-1, 1]``. See :mod:`trajbench.data.synthetic` and 
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 from trajbench.data.base import SPLITS, Dataset, DatasetError, tokenize
 from trajbench.data.synthetic import (
@@ -40,6 +41,21 @@ def _unknown(name: str) -> DatasetError:
     return DatasetError(f"unknown dataset {text!r}; {hint}valid names: {valid}")
 
 
+def check_dataset_name(name: str) -> None:
+    """Raise :class:`DatasetError` unless ``name`` is a generated dataset or a loader prefix with an existing
+    folder (what can be checked without reading the data)."""
+    if isinstance(name, str) and name in GENERATED:
+        return
+    prefix, sep, path = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if not (sep and prefix in LOADER_PREFIXES):
+        raise _unknown(name if isinstance(name, str) else repr(name))
+    if not path.strip():
+        raise DatasetError(f"dataset {name!r} needs a path, e.g. {LOADER_PREFIXES[prefix]}")
+    if not Path(path.strip()).expanduser().is_dir():
+        raise DatasetError(f"dataset folder {path.strip()} not found; pass an existing folder, e.g. "
+                           f"{LOADER_PREFIXES[prefix]}")
+
+
 def get_dataset(name: str, *, resolution: int = 32, seed: int = 0, **options) -> Dataset:
     """The dataset called ``name`` at ``resolution`` x ``resolution``.
 
@@ -49,20 +65,15 @@ def get_dataset(name: str, *, resolution: int = 32, seed: int = 0, **options) ->
     ``categories`` for synth-cc12m, ``fractions`` for folders, ``sizes`` for CIFAR-10.
     Raises :class:`DatasetError` (a ``ValueError``) for unknown names or options and missing / malformed data.
     """
-    if not isinstance(name, str):
-        raise _unknown(repr(name))
-    if name in GENERATED:
+    if isinstance(name, str) and name in GENERATED:
         cls = GENERATED[name]
         return _construct(cls, name, resolution=resolution, seed=seed, **options)
-    prefix, sep, path = name.partition(":")
-    if sep and prefix in LOADER_PREFIXES:
-        if not path.strip():
-            raise DatasetError(f"dataset {name!r} needs a path, e.g. {LOADER_PREFIXES[prefix]}")
-        from trajbench.data.real import CIFAR10Dataset, FolderDataset
+    check_dataset_name(name)
+    from trajbench.data.real import CIFAR10Dataset, FolderDataset
 
-        cls = FolderDataset if prefix == "folder" else CIFAR10Dataset
-        return _construct(cls, name, path.strip(), resolution=resolution, seed=seed, **options)
-    raise _unknown(name)
+    prefix, _, path = name.partition(":")
+    cls = FolderDataset if prefix == "folder" else CIFAR10Dataset
+    return _construct(cls, name, path.strip(), resolution=resolution, seed=seed, **options)
 
 
 def _construct(cls, name, *args, **kwargs):
@@ -84,6 +95,7 @@ __all__ = [
     "DatasetError",
     "SynthCC12M",
     "SynthImageNet",
+    "check_dataset_name",
     "get_dataset",
     "tokenize",
     "write_preview",

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trajbench.errors import check_like
 from trajbench.metrics import stats
 from trajbench.metrics.cache import (
     EvaluatorCacheError,
@@ -89,6 +90,9 @@ class _Config:
             bad = sorted(set(config) - names)
             if bad:
                 raise EvaluatorConfigError(f"unknown {cls.__name__} field(s) {bad}; valid: {', '.join(sorted(names))}")
+            defaults = cls()
+            for key, value in config.items():
+                check_like(f"{cls.__name__} {key}", value, getattr(defaults, key), EvaluatorConfigError)
             fixed = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
             return cls(**fixed)
         raise TypeError(f"config must be None, a dict or a {cls.__name__}, got {type(config).__name__}")
