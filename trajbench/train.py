@@ -7,13 +7,17 @@ and the same logged metrics as an uninterrupted run.
 
 Run folder::
 
-    config.json      the resolved configuration (a different one in the same folder is refused)
+    config.json      the resolved configuration (a different one is refused once the run reached its first
+                     checkpoint; before that the run restarts with the new one)
     metrics.jsonl    one JSON object per logged step: step, loss, grad_norm, lr (+ val losses at evals)
     tb/              the same scalars for TensorBoard
     checkpoints/     orbax checkpoints of the full state, for resuming (the last two)
     best/            params and EMA params at the step with the lowest EMA validation loss
     best.json        that step and its losses: the checkpoint to evaluate
     done.json        written when the run completes; a completed run is never redone
+    unreadable-checkpoints/   checkpoints that failed to restore, set aside so their steps can be written again
+
+``trajbench train --fresh`` (``train(..., fresh=True)``) removes these and starts over.
 """
 
 from __future__ import annotations

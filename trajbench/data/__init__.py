@@ -43,17 +43,12 @@ def _unknown(name: str) -> DatasetError:
 
 def check_dataset_name(name: str) -> None:
     """Raise :class:`DatasetError` unless ``name`` is a generated dataset or a loader prefix with an existing
-    folder (what can be checked without reading the data)."""
+    folder (checked without reading the data)."""
     if isinstance(name, str) and name in GENERATED:
         return
     prefix, sep, path = name.partition(":") if isinstance(name, str) else ("", "", "")
-    if not (sep and prefix in LOADER_PREFIXES):
-        raise _unknown(name if isinstance(name, str) else repr(name))
-    if not path.strip():
-        raise DatasetError(f"dataset {name!r} needs a path, e.g. {LOADER_PREFIXES[prefix]}")
-    if not Path(path.strip()).expanduser().is_dir():
-        raise DatasetError(f"dataset folder {path.strip()} not found; pass an existing folder, e.g. "
-                           f"{LOADER_PREFIXES[prefix]}")
+    if not (sep and prefix in LOADER_PREFIXES and path.strip() and Path(path.strip()).expanduser().is_dir()):
+        get_dataset(name)  # raises, saying what is unknown or missing
 
 
 def get_dataset(name: str, *, resolution: int = 32, seed: int = 0, **options) -> Dataset:
@@ -65,15 +60,20 @@ def get_dataset(name: str, *, resolution: int = 32, seed: int = 0, **options) ->
     ``categories`` for synth-cc12m, ``fractions`` for folders, ``sizes`` for CIFAR-10.
     Raises :class:`DatasetError` (a ``ValueError``) for unknown names or options and missing / malformed data.
     """
-    if isinstance(name, str) and name in GENERATED:
+    if not isinstance(name, str):
+        raise _unknown(repr(name))
+    if name in GENERATED:
         cls = GENERATED[name]
         return _construct(cls, name, resolution=resolution, seed=seed, **options)
-    check_dataset_name(name)
-    from trajbench.data.real import CIFAR10Dataset, FolderDataset
+    prefix, sep, path = name.partition(":")
+    if sep and prefix in LOADER_PREFIXES:
+        if not path.strip():
+            raise DatasetError(f"dataset {name!r} needs a path, e.g. {LOADER_PREFIXES[prefix]}")
+        from trajbench.data.real import CIFAR10Dataset, FolderDataset
 
-    prefix, _, path = name.partition(":")
-    cls = FolderDataset if prefix == "folder" else CIFAR10Dataset
-    return _construct(cls, name, path.strip(), resolution=resolution, seed=seed, **options)
+        cls = FolderDataset if prefix == "folder" else CIFAR10Dataset
+        return _construct(cls, name, path.strip(), resolution=resolution, seed=seed, **options)
+    raise _unknown(name)
 
 
 def _construct(cls, name, *args, **kwargs):
