@@ -254,3 +254,23 @@ def test_a_start_that_never_reached_a_checkpoint_can_be_retried_with_a_corrected
     assert main(base + ["--dataset", "synth-imagenet"] + sets) == 0
     assert json.loads((out / "config.json").read_text())["config"]["lr"] == 1e-3
     assert [r["step"] for r in strict_rows(out)] == [5, 10] and (out / "done.json").exists()
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_takes_effect_after_it():
+    import threading
+
+    from trajbench.train import _holding_interrupts
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals reach the main thread only")
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    finished = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _holding_interrupts():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.1)
+                finished.append("the block ran to its end")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert finished == ["the block ran to its end"]

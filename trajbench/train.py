@@ -22,12 +22,15 @@ Run folder::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -427,6 +430,24 @@ def package_versions() -> dict[str, str]:
     return {name: version(name) for name in ("trajbench", "jax", "flax", "optax", "orbax-checkpoint", "numpy")}
 
 
+@contextlib.contextmanager
+def _holding_interrupts():
+    """Hold a Ctrl-C that arrives inside the block until the block ends, so that orbax finishes writing or
+    reading a checkpoint (its threads otherwise die noisily at exit). Only where Ctrl-C raises KeyboardInterrupt."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda *received: held.append(received))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if held:
+            raise KeyboardInterrupt
+
+
 def _checkpoint_manager(directory: Path, keep: int):
     import orbax.checkpoint as ocp
 
@@ -544,8 +565,9 @@ class RunFolder:
         self.started = time.time()
         self.latest = _checkpoint_manager(out / "checkpoints", keep=config.keep_checkpoints)
         self.best_manager = _checkpoint_manager(out / "best", keep=1)
-        restored, meta = _restore_latest(self.latest, jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh_state),
-                                         out / "unreadable-checkpoints")
+        with _holding_interrupts():
+            restored, meta = _restore_latest(self.latest, jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh_state),
+                                             out / "unreadable-checkpoints")
         if restored is None:
             check_run_folder(out, config)  # refuses a run whose every checkpoint was unreadable
         state = fresh_state if restored is None else jax.device_put(restored, fresh_state["step"].sharding)
@@ -734,11 +756,12 @@ def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool
                 folder.close(folder.start)
                 alive.remove(i)
                 continue
-            if evaluate:
-                folder.keep_best(step, row, lambda: lane({"params": state["params"], "ema": state["ema"]}, i))
-            folder.record(step, row)
-            if step % config.eval_every == 0 or step == last:
-                folder.checkpoint(step, lane(state, i))
+            with _holding_interrupts():
+                if evaluate:
+                    folder.keep_best(step, row, lambda: lane({"params": state["params"], "ema": state["ema"]}, i))
+                folder.record(step, row)
+                if step % config.eval_every == 0 or step == last:
+                    folder.checkpoint(step, lane(state, i))
         if not alive:
             break
         bar.update(step - bar.n)
