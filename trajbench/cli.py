@@ -316,11 +316,12 @@ def cmd_validate(args) -> None:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default after its help; an option with no default (None) says in its help what
-    happens without it."""
+    """Shows each option's default after its help; an option with no default (None, or an empty list) says in its
+    help what happens without it."""
 
     def _get_help_string(self, action):
-        return action.help if action.default is None or action.required else super()._get_help_string(action)
+        empty = action.default is None or action.default == []
+        return action.help if empty or action.required else super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):
@@ -337,13 +338,9 @@ class Parser(argparse.ArgumentParser):
 
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1 or str(value) != text.strip().lstrip("+"):
+    if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+    return int(text)
 
 
 def png_file(text: str) -> str:
@@ -374,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=("smoke", "quick", "study"), default="smoke",
                    help="the config's starting point: smoke (seconds on a CPU), quick (minutes), study (the paper's "
                         "recipe at small scale)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable); default: the preset's values")
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
     p.add_argument("--fresh", action="store_true", help="start over: discard the run that --out holds")
     p.add_argument("--dry-run", action="store_true", help="check the config and --out, print the config and exit")

@@ -309,7 +309,8 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
         state = cell_state(layout, cell)
         row = {"variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, "state": state}
         if state == "failed":
-            failed = read_json(layout.cell_dir(cell) / "failed.json", "delete it, then rerun the grid with --retry-failed")
+            failed = read_json(layout.cell_dir(cell) / "failed.json",
+                               "delete it, then rerun the grid with --retry-failed")
             row["reason"] = failed.get("reason", "unknown") if isinstance(failed, dict) else "unknown"
         rows.append(row)
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "partial", "pending")}

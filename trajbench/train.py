@@ -156,8 +156,6 @@ def _coerce(field: dataclasses.Field, text: str):
         raise RunError(f"--set {field.name}={text!r}: expected {kind.__name__}") from None
 
 
-
-
 def resolve_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (), **values) -> TrainConfig:
     """Defaults < preset < keyword values < ``key=value`` overrides; validated."""
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
