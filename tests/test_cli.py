@@ -1,5 +1,6 @@
-"""The `trajbench` command: list, plot, errors."""
+"""The `trajbench` command: list, plot, errors, help."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -54,3 +55,35 @@ def test_console_script_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "trajbench.cli", "list", "--family", "rf/cosmap"],
                             capture_output=True, text=True, check=True)
     assert "rf/cosmap" in result.stdout
+
+
+def test_plot_densities_without_png_suffix_writes_the_path_it_prints(tmp_path, capsys):
+    out = tmp_path / "densities"
+    code, printed, _ = run_cli(capsys, "plot", "densities", "--out", str(out), "rf")
+    assert code == 0 and printed == f"wrote {out}\n" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def all_parsers(parser):
+    """``parser`` and every subcommand's parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from all_parsers(child)
+
+
+def test_help_imports_no_jax_and_every_option_has_help_and_shows_its_default():
+    from trajbench.cli import build_parser
+
+    probe = "import sys, trajbench.cli; trajbench.cli.build_parser().format_help(); print('jax' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
+    top = subprocess.run([sys.executable, "-m", "trajbench.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "benchmark of diffusion trajectory formulations" in top.stdout
+    for parser in all_parsers(build_parser()):
+        text = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"{parser.prog} {action.option_strings or action.dest} has no help"
+            if action.default not in (None, []) and not action.required:
+                assert f"(default: {action.default})" in text, (parser.prog, action.dest)

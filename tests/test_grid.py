@@ -201,8 +201,9 @@ def test_sigkilled_sharded_workers_end_with_the_uninterrupted_table(uninterrupte
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(uninterrupted, tmp_path, capsys):
     results = tmp_path / "results"
     shutil.copytree(uninterrupted, results)
+    (tmp_path / "empty").mkdir()  # a folder dataset with no captions.jsonl: its cell fails when it loads the data
     args = ["--results", str(results), "--set", 'variants=["rf/lognorm(0.00, 1.00)"]',
-            "--set", f'datasets=["folder:{tmp_path / "missing"}", "synth-imagenet"]', "--no-progress"]
+            "--set", f'datasets=["folder:{tmp_path / "empty"}", "synth-imagenet"]', "--no-progress"]
     assert main(["grid", "run", str(SMOKE), *args]) == 2
     captured = capsys.readouterr()
     assert "1 cell(s) failed" in captured.err and len(captured.err.strip().splitlines()) == 1
@@ -210,7 +211,7 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(uninterrupted, tmp_path
     status = json.loads(capsys.readouterr().out)
     assert status["counts"]["done"] == 1 and status["counts"]["failed"] == 1
     failed = next(c for c in status["cells"] if c["state"] == "failed")
-    assert "missing" in failed["reason"]
+    assert "captions.jsonl" in failed["reason"]
     # the done cell was not redone and its rows are in the new table
     table = read_metrics(results / "smoke" / "metrics.csv")
     assert set(table["variant"]) == {"rf/lognorm(0.00, 1.00)"} and set(table["dataset"]) == {"synth-imagenet"}

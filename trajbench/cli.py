@@ -1,4 +1,5 @@
-"""The `trajbench` command."""
+"""trajbench: a benchmark of diffusion trajectory formulations (the SD3 paper's Section 5.1 study) in JAX.
+List the formulations, train and score one, or run, report and validate a whole experiment grid."""
 
 from __future__ import annotations
 
@@ -10,17 +11,15 @@ import json
 import sys
 from pathlib import Path
 
-from trajbench import formulations
-
-
-class UserError(Exception):
-    """Bad input: reported as one line on stderr with exit code 2."""
+from trajbench.errors import UserError
 
 
 LIST_COLUMNS = ("name", "family", "paper", "prediction", "path", "density", "weighting", "params")
 
 
 def list_rows(family: str | None = None) -> list[dict]:
+    from trajbench import formulations
+
     names = formulations.names()
     if family:
         if not any(formulations.matches_family(n, family) for n in names):
@@ -57,16 +56,18 @@ def cmd_plot_densities(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from trajbench.train import resolve_config, train
+    from trajbench.train import check_run_folder, resolve_config, train
 
     config = resolve_config(args.preset, args.set, formulation=args.formulation, dataset=args.dataset)
     if args.dry_run:
+        if not args.fresh:
+            check_run_folder(args.out, config)
         print(json.dumps(dataclasses.asdict(config), indent=1))
         return
-    summary = train(config, args.out, progress=not args.no_progress)
+    summary = train(config, args.out, progress=not args.no_progress, fresh=args.fresh)
     best = summary["best"]
-    print(f"{config.formulation}: {summary['step']} steps, final loss {summary['final_loss']:.4f}, "
-          f"best EMA validation loss {best['ema_val_loss']:.4f} at step {best['step']} ({args.out})")
+    print(f"{config.formulation}: {summary['step']} steps, final loss {summary['final_loss']:.4g}, "
+          f"best EMA validation loss {best['ema_val_loss']:.4g} at step {best['step']} ({args.out})")
 
 
 def cmd_sample(args) -> None:
@@ -249,7 +250,12 @@ def _metrics_for(args):
 
     spec = load_spec_args(args)
     root = GridLayout(spec, args.results).root
-    return spec, root, read_metrics(args.metrics) if args.metrics else read_metrics_of(root)
+    path = args.metrics or root / "metrics.csv"
+    metrics = read_metrics(path)
+    if metrics.empty:
+        raise UserError(f"{path} has no rows: no cell of {spec.name} is done; `trajbench grid status {args.spec}` "
+                        f"shows why, `trajbench grid run {args.spec} --retry-failed` runs failed cells again")
+    return spec, root, metrics
 
 
 def _validity(spec, root: Path, metrics):
@@ -370,57 +376,93 @@ def cmd_table(args, table) -> None:
     print(format_table(frame, args.format).rstrip("\n"))
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default after its help; an option with no default (None, or an empty list) says in its
+    help what happens without it."""
+
+    def _get_help_string(self, action):
+        empty = action.default is None or action.default == []
+        return action.help if empty or action.required else super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose help shows every option's default and whose errors are one line: the problem,
+    then where the help is (exit 2)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def png_file(text: str) -> str:
+    """An argparse type: a PNG file to write (not an existing folder)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as {Path(text) / 'out.png'}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="trajbench", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(prog="trajbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("list", help="list every formulation", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--family", help="only this family or those under it (e.g. rf, rf/lognorm, edm)")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    p = commands.add_parser("list", help="list every formulation")
+    p.add_argument("--family", help="only this family or those under it (e.g. rf, rf/lognorm, edm); default: all")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     p.set_defaults(run=cmd_list)
 
     plot = commands.add_parser("plot", help="plots").add_subparsers(dest="plot", required=True)
     p = plot.add_parser("densities", help="pi(t) and the effective weight over log-SNR, one curve per variant")
     p.add_argument("variants", nargs="*", help="formulation names (default: one per family)")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("--out", required=True, type=png_file, help="PNG file to write")
     p.set_defaults(run=cmd_plot_densities)
 
-    p = commands.add_parser("train", help="train one formulation on one dataset",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = commands.add_parser("train", help="train one formulation on one dataset")
     p.add_argument("--formulation", required=True, help='e.g. "rf/lognorm(0.00, 1.00)"')
     p.add_argument("--dataset", required=True, help="synth-imagenet, synth-cc12m, folder:PATH or cifar10:PATH")
-    p.add_argument("--preset", choices=("smoke", "quick", "study"), default="smoke")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--preset", choices=("smoke", "quick", "study"), default="smoke",
+                   help="the config's starting point: smoke (seconds on a CPU), quick (minutes), study (the paper's "
+                        "recipe at small scale)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable); default: the preset's values")
     p.add_argument("--out", required=True, help="run folder (resumed if it exists)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--fresh", action="store_true", help="start over: discard the run that --out holds")
+    p.add_argument("--dry-run", action="store_true", help="check the config and --out, print the config and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_train)
 
-    p = commands.add_parser("sample", help="a grid of samples from a trained run, with their prompts",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("run_dir")
-    p.add_argument("--steps", type=int, default=25)
+    p = commands.add_parser("sample", help="a grid of samples from a trained run, with their prompts")
+    p.add_argument("run_dir", help="a run folder written by `trajbench train`")
+    p.add_argument("--steps", type=positive_int, default=25, help="sampler steps")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--solver", default="euler", help="euler, heun or dopri5")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw network weights")
     p.add_argument("--checkpoint", default="best", help="best, last, or a kept step")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable); default: validation captions")
-    p.add_argument("-n", type=int, default=16, help="number of validation prompts when no --prompt is given")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="PNG file to write")
+    p.add_argument("-n", type=positive_int, default=16, help="number of validation prompts when no --prompt is given")
+    p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
+    p.add_argument("--out", required=True, type=png_file, help="PNG file to write")
     p.set_defaults(run=cmd_sample)
 
-    p = commands.add_parser("eval", help="sample and score a trained run (FID, CLIP score, KID, GenEval)",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("run_dir")
+    p = commands.add_parser("eval", help="sample and score a trained run (FID, CLIP score, KID, GenEval)")
+    p.add_argument("run_dir", help="a run folder written by `trajbench train`")
     p.add_argument("--settings", nargs="+", default=["5x2.0,25x2.0,50x2.0"],
                    help="sampler settings STEPSxGUIDANCE[/SOLVER], space or comma separated")
-    p.add_argument("--weights", nargs="+", choices=("ema", "raw"), default=["ema", "raw"])
-    p.add_argument("--samples", type=int, default=256, help="generated images per setting")
+    p.add_argument("--weights", nargs="+", choices=("ema", "raw"), default=["ema", "raw"],
+                   help="EMA and/or raw network weights")
+    p.add_argument("--samples", type=positive_int, default=256, help="generated images per setting")
     p.add_argument("--checkpoint", default="best", help="best, last, or a kept step")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates per confidence interval")
+    p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
+    p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap replicates per confidence interval")
     p.add_argument("--evaluator-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the CLIP-style evaluator's config (part of its cache key)")
     p.add_argument("--geneval-set", action="append", default=[], metavar="KEY=VALUE",
@@ -430,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default="inhouse", metavar="JUDGE",
                    help="features of FID / KID: inhouse, inception:PATH or clip:PATH (a converted .npz)")
     p.add_argument("--clip-score", default="inhouse", metavar="JUDGE", help="CLIP score by: inhouse or clip:PATH")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(run=cmd_eval)
 
     p = commands.add_parser("convert-weights", help="convert a local PyTorch checkpoint (Inception, CLIP) to the "
@@ -446,25 +488,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluator = commands.add_parser("evaluator", help="the in-house evaluator networks").add_subparsers(
         dest="evaluator", required=True)
-    p = evaluator.add_parser("report", help="evaluator quality: retrieval accuracy and the FID floor",
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--resolution", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", choices=("text", "json"), default="text")
+    p = evaluator.add_parser("report", help="evaluator quality: retrieval accuracy and the FID floor")
+    p.add_argument("--dataset", required=True, help="synth-imagenet, synth-cc12m, folder:PATH or cifar10:PATH")
+    p.add_argument("--resolution", type=positive_int, default=16, help="image size in pixels")
+    p.add_argument("--seed", type=int, default=0, help="the evaluator's training seed")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     p.set_defaults(run=cmd_evaluator_report)
 
     data = commands.add_parser("data", help="datasets").add_subparsers(dest="data", required=True)
-    p = data.add_parser("preview", help="a grid of examples with their captions",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = data.add_parser("preview", help="a grid of examples with their captions")
     p.add_argument("dataset", help="synth-imagenet, synth-cc12m, folder:PATH or cifar10:PATH")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("-n", type=int, default=16, help="number of examples")
-    p.add_argument("--resolution", type=int, default=32, help="image size in pixels")
+    p.add_argument("--out", required=True, type=png_file, help="PNG file to write")
+    p.add_argument("-n", type=positive_int, default=16, help="number of examples")
+    p.add_argument("--resolution", type=positive_int, default=32, help="image size in pixels")
     p.set_defaults(run=cmd_data_preview)
 
     def spec_command(parent, name, help_text):
-        p = parent.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = parent.add_parser(name, help=help_text)
         p.add_argument("spec", help="experiment spec (TOML), e.g. experiments/quick.toml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec field, e.g. train.steps=200 or seeds=[0,1,2]")
@@ -474,12 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     grid = commands.add_parser("grid", help="experiment grids").add_subparsers(dest="grid", required=True)
     p = spec_command(grid, "run", "train and score every cell of a spec (resumable, failure-isolated, shardable)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved cells and a wall-time estimate")
-    p.add_argument("--shard", help="run only cells i, i+n, ... as worker i of n (i/n), or auto from the environment")
+    p.add_argument("--shard", help="run only cells i, i+n, ... as worker i of n (i/n), or auto from the environment; "
+                                         "default: every cell")
     p.add_argument("--retry-failed", action="store_true", help="run failed cells again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_grid_run)
     p = spec_command(grid, "status", "done / running / failed / partial / pending per cell")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(run=cmd_grid_status)
     p = spec_command(grid, "collect", "write metrics.csv from the finished cells (after sharded runs)")
     p.set_defaults(run=cmd_grid_collect)
@@ -489,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_report)
     p = spec_command(commands, "compare-paper", "our Table 1 beside the paper's, correlations and findings")
     p.add_argument("--metrics", help="a metrics.csv (default: RESULTS/NAME/metrics.csv)")
-    p.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown", help="output format")
     p.set_defaults(run=cmd_compare_paper)
 
     p = spec_command(commands, "validate", "do the study's models pass the validity gates? (exit 1 if not)")
@@ -530,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_table)
 
     p = commands.add_parser("demo", help="run the main job on the embedded default: the quick study, Table 1 "
-                                         "beside the paper's", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                         "beside the paper's")
     p.add_argument("--out", default="results/demo", help="output folder (the grid's results folder)")
     p.add_argument("--spec", default="experiments/quick.toml", help="the study to run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a spec field")
@@ -540,39 +581,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def is_user_error(error: Exception) -> bool:
-    """Errors caused by input, reported in one line: bad names, bad specs, missing files, diverged runs."""
-    from trajbench.train import RunError
-
-    user_errors = (UserError, formulations.FormulationError, RunError, FileNotFoundError)
-    from trajbench.data import DatasetError
-    from trajbench.auxnet.cache import EvaluatorCacheError, EvaluatorConfigError
-    from trajbench.metrics.external import WeightsError
-    from trajbench.metrics.judges import JudgeChoiceError
-
-    from trajbench.spec import SpecError
-
-    from trajbench.validity import ValidityError
-
-    user_errors += (DatasetError, EvaluatorCacheError, EvaluatorConfigError, SpecError, ValidityError, WeightsError,
-                    JudgeChoiceError)
-    return isinstance(error, user_errors)
+    """Errors caused by input, reported in one line: bad names, bad specs, missing or unusable files, diverged
+    runs (every :class:`trajbench.errors.UserError`)."""
+    return isinstance(error, (UserError, FileNotFoundError))
 
 
 def enable_compilation_cache() -> None:
     """Keep compiled XLA programs on disk (``$JAX_COMPILATION_CACHE_DIR``, else ``$TRAJBENCH_CACHE/xla``, else
     ``~/.cache/trajbench/xla``), so the cells of a grid and a resumed run do not compile the same step again.
     Every program is kept, not only those over jax's default 1 s of compile time: a run's dozens of small
-    programs (initialisation, validation, EMA, sampling) otherwise cost about 15 s of compiling per process."""
+    programs (initialisation, validation, EMA, sampling) otherwise cost about 15 s of compiling per process.
+    Before jax is imported this only sets the environment jax reads (so commands that never need jax stay fast)."""
     import os
 
-    import jax
-
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return  # jax reads it itself
     root = Path(os.environ.get("TRAJBENCH_CACHE") or Path.home() / ".cache" / "trajbench").expanduser()
-    jax.config.update("jax_compilation_cache_dir", str(root / "xla"))
+    settings = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": ("jax_persistent_cache_min_compile_time_secs", 0.0),
+                "JAX_COMPILATION_CACHE_DIR": ("jax_compilation_cache_dir", str(root / "xla"))}
+    for variable, (option, value) in settings.items():
+        if os.environ.get(variable):
+            continue  # jax reads it itself
+        if "jax" in sys.modules:
+            sys.modules["jax"].config.update(option, value)
+        else:
+            os.environ[variable] = str(value)
 
 
 def main(argv=None) -> int:
@@ -580,10 +611,15 @@ def main(argv=None) -> int:
     enable_compilation_cache()
     try:
         args.run(args)
+    except KeyboardInterrupt:
+        resumable = args.command in ("train", "grid", "demo")
+        print("trajbench: interrupted" + ("; run the same command again to resume from the last checkpoint"
+                                          if resumable else ""), file=sys.stderr)
+        return 130
     except Exception as error:
         if not is_user_error(error):
             raise
-        print(f"trajbench: error: {error}", file=sys.stderr)
+        print(f"trajbench: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: a file is either absent or complete, never half-written (write, then rename)."""
+"""Crash-safe file writes (a file is either absent or complete, never half-written: write, then rename), and
+reading back the JSON files written so."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
+from trajbench.errors import UserError
 
 
 @contextlib.contextmanager
@@ -38,3 +41,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, value) -> Path:
     return write_text_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def read_json(path: str | Path, fix: str):
+    """The value in a JSON file; a damaged file is a :class:`UserError` naming it and ``fix``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is not valid JSON; {fix}") from None

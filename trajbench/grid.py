@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trajbench.files import atomic_path, write_json_atomic
+from trajbench.files import atomic_path, read_json, write_json_atomic
 from trajbench.metrics.judges import INHOUSE_JUDGES
 from trajbench.spec import Cell, ExperimentSpec, SpecError
 
@@ -326,7 +326,9 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
         state = cell_state(layout, cell)
         row = {"variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, "state": state}
         if state == "failed":
-            row["reason"] = json.loads((layout.cell_dir(cell) / "failed.json").read_text())["reason"]
+            failed = read_json(layout.cell_dir(cell) / "failed.json",
+                               "delete it, then rerun the grid with --retry-failed")
+            row["reason"] = failed.get("reason", "unknown") if isinstance(failed, dict) else "unknown"
         rows.append(row)
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "partial", "pending")}
     return {"counts": counts, "cells": rows}
@@ -366,7 +368,7 @@ def collect(spec: ExperimentSpec, results: str | Path = "results") -> pd.DataFra
         folder = layout.cell_dir(cell)
         if not (folder / "done.json").exists():
             continue
-        done = json.loads((folder / "done.json").read_text())
+        done = read_json(folder / "done.json", "delete it and rerun the grid to finish the cell again")
         versions = json.loads((folder / "run" / "config.json").read_text()).get("versions", {})
         versions = " ".join(f"{k}={v}" for k, v in sorted(versions.items()))
         rows = [r for r in read_eval_rows(folder) if (r["weights"], r["setting"]) in order]

@@ -47,7 +47,7 @@ def plot_densities(names, out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, format="png")  # exactly at ``out``, whatever its extension
     plt.close(fig)
     return out
 

@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 
 from trajbench import formulations
+from trajbench.errors import UserError
 
 SUMMARY_KEYS = ("spec", "variant", "family", "dataset", "weights", "setting", "steps", "guidance", "sampler",
                 "coordinates", "protocol", "role", "nfe", "metric")
 """What identifies a row once the seeds are averaged (:func:`summarise`)."""
 
 
-class ResultsError(ValueError):
+class ResultsError(UserError, ValueError):
     """Bad input to the results API (an unknown variant, metric or setting; no results yet): one line."""
 
 

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from trajbench import formulations
+from trajbench.errors import UserError, check_like
 
 TOP_LEVEL = ("name", "description", "variants", "datasets", "seeds", "train", "eval", "report", "grid")
 
 
-class SpecError(Exception):
+class SpecError(UserError):
     """A spec that cannot be used: one line naming the field, the problem and the fix."""
 
 
@@ -267,6 +268,9 @@ def _section(cls, raw: dict, name: str):
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise SpecError(f"[{name}] has unknown field(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
+    defaults = cls()
+    for key, value in raw.items():
+        check_like(f"[{name}] {key}", value, getattr(defaults, key), SpecError)
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()})
 
 
@@ -333,10 +337,11 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
                                                         for role in ("features", "clip_score")})
     except JudgeChoiceError as error:
         raise SpecError(f"[eval] {error}") from None
-    for field_name in ("baseline_steps", "step_axis_samples"):
+    for field_name, least in (("baseline_steps", 0), ("step_axis_samples", 0), ("samples", 1), ("n_boot", 1),
+                              ("grid_images", 0)):
         value = getattr(evaluation, field_name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise SpecError(f"[eval] {field_name} must be an integer >= 0, got {value!r}")
+        if value < least:
+            raise SpecError(f"[eval] {field_name} must be an integer >= {least}, got {value!r}")
     from trajbench.data import DATASET_NAMES
 
     for dataset in datasets:

@@ -7,22 +7,30 @@ and the same logged metrics as an uninterrupted run.
 
 Run folder::
 
-    config.json      the resolved configuration (a different one in the same folder is refused)
+    config.json      the resolved configuration (a different one is refused once the run reached its first
+                     checkpoint; before that the run restarts with the new one)
     metrics.jsonl    one JSON object per logged step: step, loss, grad_norm, lr (+ val losses at evals)
     tb/              the same scalars for TensorBoard
     checkpoints/     orbax checkpoints of the full state, for resuming (the last two)
     best/            params and EMA params at the step with the lowest EMA validation loss
     best.json        that step and its losses: the checkpoint to evaluate
     done.json        written when the run completes; a completed run is never redone
+    unreadable-checkpoints/   checkpoints that failed to restore, set aside so their steps can be written again
+
+``trajbench train --fresh`` (``train(..., fresh=True)``) removes these and starts over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +44,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from trajbench import formulations, xla
-from trajbench.files import write_json_atomic, write_text_atomic
+from trajbench.errors import UserError, check_like
+from trajbench.files import read_json, write_json_atomic, write_text_atomic
 from trajbench.formulations import Formulation
 
 VALIDATION_TIMES = tuple((k + 0.5) / 8 for k in range(8))
@@ -46,9 +55,12 @@ VALIDATION_TIMES = tuple((k + 0.5) / 8 for k in range(8))
 
 LR_SCHEDULES = ("constant", "cosine")
 LR_FLOOR = 0.05
+DTYPES = ("float32", "bfloat16", "float16")
+DIVERGENCE_FACTOR = 1e3
+"""A logged loss this many times the run's first logged loss (that of the untrained network) is divergence."""
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A run that cannot start or go on (conflicting folder, divergence): one line says why and what to do."""
 
 
@@ -91,7 +103,18 @@ class TrainConfig:
     keep_checkpoints: int = 2  # full-state checkpoints kept in checkpoints/ (the newest ones)
 
     def validate(self) -> None:
+        """Raise :class:`RunError` (or the dataset's or formulation's error) for a config no run can train."""
+        from trajbench.data import check_dataset_name
+
+        for item in dataclasses.fields(self):
+            check_like(item.name, getattr(self, item.name), item.default, RunError)
         formulations.parse(self.formulation)
+        check_dataset_name(self.dataset)
+        if self.dtype not in DTYPES:
+            raise RunError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("lr", "grad_clip"):
+            if not 0 < getattr(self, name) < float("inf"):
+                raise RunError(f"{name} must be a positive finite number, got {getattr(self, name)}")
         if self.eval_every % self.log_every:
             raise RunError(f"eval_every ({self.eval_every}) must be a multiple of log_every ({self.log_every})")
         for name in ("steps", "batch_size", "log_every", "eval_every", "ema_every", "train_examples", "val_examples",
@@ -105,6 +128,10 @@ class TrainConfig:
             raise RunError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not 0.0 <= self.text_drop_prob < 1.0:
             raise RunError(f"text_drop_prob must lie in [0, 1), got {self.text_drop_prob}")
+        try:
+            model_config(self)
+        except ValueError as error:
+            raise RunError(f"the model cannot be built: {error}; change it with --set") from None
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -152,11 +179,17 @@ def resolve_config(preset: str | None = None, overrides: list[str] | tuple[str, 
 # ---- model, data and state ------------------------------------------------------------------------
 
 
-def build_text_encoders(config: TrainConfig):
-    from trajbench.models.text import TextConfig, TextEncoders
+def text_config(config: TrainConfig):
+    """The :class:`TextConfig` of a run's text encoders."""
+    from trajbench.models.text import TextConfig
 
-    probs = (config.text_drop_prob, config.text_drop_prob)
-    return TextEncoders(TextConfig(max_len=config.text_words, drop_probs=probs))
+    return TextConfig(max_len=config.text_words, drop_probs=(config.text_drop_prob, config.text_drop_prob))
+
+
+def build_text_encoders(config: TrainConfig):
+    from trajbench.models.text import TextEncoders
+
+    return TextEncoders(text_config(config))
 
 
 def data_shape(config: TrainConfig) -> tuple[int, int, int]:
@@ -187,7 +220,7 @@ def model_config(config: TrainConfig):
     side, _, channels = data_shape(config)
     return MMDiTConfig(
         depth=config.depth, width=config.width or None, heads=config.heads or None, patch_size=config.patch_size,
-        image_size=side, channels=channels, dtype=config.dtype, **build_text_encoders(config).model_kwargs(),
+        image_size=side, channels=channels, dtype=config.dtype, **text_config(config).model_kwargs(),
     )
 
 
@@ -395,6 +428,24 @@ def package_versions() -> dict[str, str]:
     return {name: version(name) for name in ("trajbench", "jax", "flax", "optax", "orbax-checkpoint", "numpy")}
 
 
+@contextlib.contextmanager
+def _holding_interrupts():
+    """Hold a Ctrl-C that arrives inside the block until the block ends, so that orbax finishes writing or
+    reading a checkpoint (its threads otherwise die noisily at exit). Only where Ctrl-C raises KeyboardInterrupt."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda *received: held.append(received))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if held:
+            raise KeyboardInterrupt
+
+
 def _checkpoint_manager(directory: Path, keep: int):
     import orbax.checkpoint as ocp
 
@@ -402,8 +453,9 @@ def _checkpoint_manager(directory: Path, keep: int):
     return ocp.CheckpointManager(directory.absolute(), options=options)
 
 
-def _restore_latest(manager, abstract_state) -> tuple[dict | None, dict]:
-    """The newest readable checkpoint; an unreadable one is reported and the one before it used."""
+def _restore_latest(manager, abstract_state, aside: Path) -> tuple[dict | None, dict]:
+    """The newest readable checkpoint; an unreadable one is reported and moved into ``aside`` (so the run can
+    write that step again), and the one before it is used."""
     import orbax.checkpoint as ocp
 
     for step in sorted(manager.all_steps(), reverse=True):
@@ -411,9 +463,13 @@ def _restore_latest(manager, abstract_state) -> tuple[dict | None, dict]:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
             return restored.state, dict(restored.meta)
-        except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped, loudly
+        except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is set aside, loudly
+            target = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.mkdir(parents=True, exist_ok=True)
+            shutil.move(Path(manager.directory) / str(step), target)
+            manager.reload()
             print(f"trajbench: warning: checkpoint {manager.directory}/{step} is unreadable "
-                  f"({type(error).__name__}); trying the one before it", file=sys.stderr)
+                  f"({type(error).__name__}); moved it to {target} and trying the one before it", file=sys.stderr)
     return None, {}
 
 
@@ -433,38 +489,69 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _check_config(out: Path, config: TrainConfig) -> None:
+RUN_FILES = ("config.json", "metrics.jsonl", "tb", "checkpoints", "best", "best.json", "done.json",
+             "unreadable-checkpoints")
+"""What a run folder holds (see the module docstring); ``--fresh`` removes these and nothing else."""
+
+
+def checkpoint_steps(out: Path) -> list[int]:
+    """The steps saved under ``out/checkpoints`` (without reading them)."""
+    folder = out / "checkpoints"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def _reached_checkpoint(out: Path) -> bool:
+    """Whether the run in ``out`` ever reached its first checkpoint (before that it holds nothing to keep)."""
+    return bool(checkpoint_steps(out)) or any((out / name).exists() for name in ("best.json", "done.json"))
+
+
+def check_run_folder(out: str | Path, config: TrainConfig) -> None:
+    """Raise :class:`RunError` unless ``out`` can take (or resume) a run of ``config``: a file is refused; so is a
+    run that reached its first checkpoint with another config, or that lost its checkpoints. A run that never
+    reached its first checkpoint may restart with any config. Writes nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder; choose another --out")
+    if not _reached_checkpoint(out):
+        return
     path = out / "config.json"
+    try:
+        existing = json.loads(path.read_text())["config"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        raise RunError(f"{path} is missing or unreadable; add --fresh to start over, or choose another --out") from None
+    existing = {**dataclasses.asdict(TrainConfig()), **existing}  # a field added later had its default
     wanted = dataclasses.asdict(config)
-    if path.exists():
-        try:
-            existing = json.loads(path.read_text())["config"]
-        except (json.JSONDecodeError, KeyError):
-            raise RunError(f"{path} is unreadable; delete the folder or choose another --out") from None
-        existing = {**dataclasses.asdict(TrainConfig()), **existing}  # a field added later had its default
-        if existing != wanted:
-            changed = sorted(k for k in wanted if existing.get(k) != wanted[k])
-            raise RunError(f"{out} holds a run with a different config ({', '.join(changed)}); "
-                           f"choose another --out or delete it")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, {"config": wanted, "versions": package_versions()})
+    if existing != wanted:
+        changed = sorted(k for k in wanted if existing.get(k) != wanted[k])
+        raise RunError(f"{out} holds a run with a different config ({', '.join(changed)}); "
+                       f"choose another --out, or add --fresh to discard that run")
+    if not checkpoint_steps(out) and not (out / "done.json").exists():
+        raise RunError(f"{out} has logged training but no readable checkpoint under {out / 'checkpoints'} to "
+                       f"resume from; add --fresh to start over, or delete the folder")
 
 
 class RunFolder:
     """The files of one run (see the module docstring): what is restored on resume, and what each logged,
-    evaluated and checkpointed step writes."""
+    evaluated and checkpointed step writes. ``fresh``: remove the run ``out_dir`` holds first."""
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path):
+    def __init__(self, config: TrainConfig, out_dir: str | Path, fresh: bool = False):
         self.config = config
         self.out = Path(out_dir)
-        _check_config(self.out, config)
+        if fresh and self.out.is_dir():
+            for name in RUN_FILES:
+                path = self.out / name
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        check_run_folder(self.out, config)
+        if not _reached_checkpoint(self.out):  # (re)start: the config is this one
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out / "config.json", {"config": dataclasses.asdict(config),
+                                                         "versions": package_versions()})
         self.is_main = jax.process_index() == 0
 
     @property
     def done(self) -> dict | None:
         path = self.out / "done.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return read_json(path, "delete it and rerun to finish the run again") if path.exists() else None
 
     def open(self, fresh_state: dict) -> dict:
         """Restore the newest readable checkpoint (else keep ``fresh_state``); trim the log to it; open the log,
@@ -476,36 +563,59 @@ class RunFolder:
         self.started = time.time()
         self.latest = _checkpoint_manager(out / "checkpoints", keep=config.keep_checkpoints)
         self.best_manager = _checkpoint_manager(out / "best", keep=1)
-        restored, meta = _restore_latest(self.latest, jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh_state))
+        with _holding_interrupts():
+            restored, meta = _restore_latest(self.latest, jax.tree.map(ocp.utils.to_shape_dtype_struct, fresh_state),
+                                             out / "unreadable-checkpoints")
+        if restored is None:
+            check_run_folder(out, config)  # refuses a run whose every checkpoint was unreadable
         state = fresh_state if restored is None else jax.device_put(restored, fresh_state["step"].sharding)
         self.start = int(state["step"])
         self.best = meta.get("best", {"step": None, "ema_val_loss": float("inf")})
         self.wall_before = float(meta.get("wall_seconds", 0.0))
-        _write_jsonl(out / "metrics.jsonl", [r for r in _read_jsonl(out / "metrics.jsonl") if r["step"] <= self.start])
+        rows = [r for r in _read_jsonl(out / "metrics.jsonl") if r["step"] <= self.start]
+        self.first_loss = rows[0]["loss"] if rows else None
+        _write_jsonl(out / "metrics.jsonl", rows)
         self.writer = SummaryWriter(str(out / "tb"), purge_step=self.start + 1) if self.is_main else None
         self.log = open(out / "metrics.jsonl", "a")
         return state
 
-    def check_finite(self, step: int, loss: float) -> None:
-        if not np.isfinite(loss):
-            raise RunError(f"loss became {loss} at step {step} ({self.config.formulation}); the run keeps its "
-                           f"checkpoint at step {self.latest.latest_step() or 0}; lower lr or grad_clip with --set")
+    def check_diverged(self, step: int, row: dict) -> None:
+        """Raise :class:`RunError` when a step's row shows divergence: a value that is not finite, or a loss
+        DIVERGENCE_FACTOR times the run's first logged loss. Nothing of that step has been written yet."""
+        values = {k: v for k, v in row.items() if isinstance(v, float)}
+        values |= {f"{k}[{i}]": v for k, vs in row.items() if isinstance(vs, list) for i, v in enumerate(vs)}
+        bad = [f"{k} became {v}" for k, v in values.items() if not np.isfinite(v)]
+        if self.first_loss is None and not bad:
+            self.first_loss = row["loss"]
+        elif not bad and row["loss"] > DIVERGENCE_FACTOR * self.first_loss:
+            bad = [f"loss reached {row['loss']:.3g}, over {DIVERGENCE_FACTOR:g} times its first logged "
+                   f"{self.first_loss:.3g}"]
+        if not bad:
+            return
+        kept = self.latest.latest_step()
+        fix = ("rerun with a lower lr or grad_clip (--set); no checkpoint was written, so the same --out takes the "
+               "new config" if kept is None else
+               f"the run keeps its checkpoint at step {kept}; to retrain with a lower lr or grad_clip (--set), add "
+               f"--fresh or choose another --out")
+        raise RunError(f"training diverged at step {step} ({self.config.formulation}): {', '.join(bad[:2])}; {fix}")
 
-    def evaluated(self, step: int, raw_losses, ema_losses, params_and_ema) -> dict:
-        """Validation losses at a step; saves ``params_and_ema()`` as the best checkpoint when EMA improves."""
+    @staticmethod
+    def validation_row(raw_losses, ema_losses) -> dict:
+        raw, ema = np.asarray(raw_losses, np.float64), np.asarray(ema_losses, np.float64)
+        return {"val_loss": float(raw.mean()), "ema_val_loss": float(ema.mean()),
+                "ema_val_loss_at_t": [round(float(v), 6) for v in ema]}
+
+    def keep_best(self, step: int, row: dict, params_and_ema) -> None:
+        """Saves ``params_and_ema()`` as the best checkpoint when the row's EMA validation loss improves."""
         import orbax.checkpoint as ocp
 
-        raw, ema = np.asarray(raw_losses, np.float64), np.asarray(ema_losses, np.float64)
-        row = {"val_loss": float(raw.mean()), "ema_val_loss": float(ema.mean()),
-               "ema_val_loss_at_t": [round(float(v), 6) for v in ema]}
-        if ema.mean() < self.best["ema_val_loss"]:
-            self.best = {"step": step, "ema_val_loss": float(ema.mean()), "val_loss": float(raw.mean())}
+        if row["ema_val_loss"] < self.best["ema_val_loss"]:
+            self.best = {"step": step, "ema_val_loss": row["ema_val_loss"], "val_loss": row["val_loss"]}
             if step not in self.best_manager.all_steps():
                 self.best_manager.save(step, args=ocp.args.StandardSave(params_and_ema()))
                 self.best_manager.wait_until_finished()
             if self.is_main:
                 write_json_atomic(self.out / "best.json", self.best)
-        return row
 
     def record(self, step: int, row: dict) -> None:
         if self.is_main:
@@ -540,12 +650,14 @@ class RunFolder:
         return summary
 
 
-def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, stop_after: int | None = None) -> dict:
+def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True, stop_after: int | None = None,
+          fresh: bool = False) -> dict:
     """Train (or resume, or return the summary of a completed run) in ``out_dir``.
 
     ``stop_after``: stop (checkpointed) after this step, as if killed there; for tests and time slicing.
+    ``fresh``: discard the run ``out_dir`` holds and start over.
     """
-    result = train_together([config], [out_dir], progress=progress, stop_after=stop_after)[0]
+    result = train_together([config], [out_dir], progress=progress, stop_after=stop_after, fresh=fresh)[0]
     if isinstance(result, Exception):
         raise result
     return result
@@ -557,7 +669,7 @@ def _same_recipe(configs: list[TrainConfig]) -> bool:
 
 
 def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool = True,
-                   stop_after: int | None = None) -> list:
+                   stop_after: int | None = None, fresh: bool = False) -> list:
     """Train runs that differ only in their formulation's parameters in one vmapped program (see
     :class:`Trainer`); one run (or runs that cannot be stacked) trains alone. Each run's folder ends exactly as
     :func:`train` leaves it, so any of them can later be resumed, loaded or evaluated alone.
@@ -567,7 +679,7 @@ def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool
     """
     from tqdm.auto import tqdm
 
-    folders = [RunFolder(c, o) for c, o in zip(configs, out_dirs)]
+    folders = [RunFolder(c, o, fresh) for c, o in zip(configs, out_dirs)]
     results: list = [f.done for f in folders]
     pending = [k for k, r in enumerate(results) if r is None]
     if not pending:
@@ -618,6 +730,9 @@ def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool
     for step in range(start + 1, last + 1):
         state, metrics = trainer.train_step(formulation, state, pool)
         window.append(metrics)
+        if step == start + 1:  # the rate shown leaves out compiling
+            jax.block_until_ready(metrics)
+            bar.unpause()
         if step % config.log_every and step != last:
             continue
         loss = np.atleast_1d(np.mean([np.asarray(m["loss"]) for m in window], axis=0))
@@ -629,24 +744,26 @@ def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool
             ema = np.atleast_2d(trainer.validation_losses(formulation, state["ema"], val))
         for i in list(alive):
             folder = folders[pending[i]]
+            row = {"loss": float(loss[i]), "grad_norm": float(grad_norm[i]), "lr": trainer.learning_rate(step)}
+            if evaluate:
+                row |= folder.validation_row(raw[i], ema[i])
             try:
-                folder.check_finite(step, float(loss[i]))
+                folder.check_diverged(step, row)
             except RunError as error:
                 results[pending[i]] = error
                 folder.close(folder.start)
                 alive.remove(i)
                 continue
-            row = {"loss": float(loss[i]), "grad_norm": float(grad_norm[i]), "lr": trainer.learning_rate(step)}
-            if evaluate:
-                row |= folder.evaluated(step, raw[i], ema[i],
-                                        lambda: lane({"params": state["params"], "ema": state["ema"]}, i))
-            folder.record(step, row)
-            if step % config.eval_every == 0 or step == last:
-                folder.checkpoint(step, lane(state, i))
+            with _holding_interrupts():
+                if evaluate:
+                    folder.keep_best(step, row, lambda: lane({"params": state["params"], "ema": state["ema"]}, i))
+                folder.record(step, row)
+                if step % config.eval_every == 0 or step == last:
+                    folder.checkpoint(step, lane(state, i))
         if not alive:
             break
         bar.update(step - bar.n)
-        bar.set_postfix(loss=f"{float(np.mean(loss[alive])):.4f}")
+        bar.set_postfix(loss=f"{float(np.mean(loss[alive])):.4g}")
     bar.close()
     for i in alive:
         results[pending[i]] = folders[pending[i]].close(last)
@@ -707,7 +824,10 @@ def load_run(run_dir: str | Path, checkpoint: str | int = "best") -> TrainedRun:
     if checkpoint == "best":
         if not (run_dir / "best.json").exists():
             raise RunError(f"{run_dir} has no best checkpoint yet; let the run reach its first evaluation")
-        step = json.loads((run_dir / "best.json").read_text())["step"]
+        best = read_json(run_dir / "best.json", "retrain the run, or pick --checkpoint last")
+        step = best.get("step") if isinstance(best, dict) else None
+        if not isinstance(step, int):
+            raise RunError(f"{run_dir / 'best.json'} names no step; retrain the run, or pick --checkpoint last")
         folder, args = run_dir / "best", ocp.args.StandardRestore({"params": abstract["params"], "ema": abstract["ema"]})
     else:
         folder = run_dir / "checkpoints"

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trajbench.errors import UserError
 from trajbench.files import write_json_atomic
 from trajbench.metrics.judges import INHOUSE_JUDGES
 
@@ -56,7 +57,7 @@ MIN_CLIP_OF_REAL = 0.90  # external CLIP judges: best-variant CLIP score / real 
 MAX_FID_OVER_REAL = 3.0  # external feature judges: best-variant FID / real-vs-reference FID
 
 
-class ValidityError(Exception):
+class ValidityError(UserError):
     """Validity cannot be judged (no results, no sensitivity table): one line saying what is missing."""
 
 

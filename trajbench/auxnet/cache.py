@@ -27,16 +27,17 @@ from typing import Any
 
 import numpy as np
 
+from trajbench.errors import UserError
 from trajbench.files import atomic_path
 
 FORMAT_VERSION = 1
 
 
-class EvaluatorCacheError(RuntimeError):
+class EvaluatorCacheError(UserError, RuntimeError):
     """A cached evaluator that cannot be read (one line: which folder, what is wrong, what to do)."""
 
 
-class EvaluatorConfigError(ValueError):
+class EvaluatorConfigError(UserError, ValueError):
     """An evaluator config with an unknown field or an invalid value (one line: which, and the valid ones)."""
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from trajbench.auxnet.cache import EvaluatorCacheError, EvaluatorConfigError, cache_key, cache_root, entry_dir
 from trajbench.auxnet.cache import load_entry, save_entry
+from trajbench.errors import check_like
 
 log = logging.getLogger("trajbench.auxnet")
 
@@ -72,6 +73,9 @@ class FitConfig:
             bad = sorted(set(config) - names)
             if bad:
                 raise EvaluatorConfigError(f"unknown {cls.__name__} field(s) {bad}; valid: {', '.join(sorted(names))}")
+            defaults = cls()
+            for key, value in config.items():
+                check_like(f"{cls.__name__} {key}", value, getattr(defaults, key), EvaluatorConfigError)
             fixed = {k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}
             return cls(**fixed)
         raise TypeError(f"config must be None, a dict or a {cls.__name__}, got {type(config).__name__}")

@@ -14,6 +14,7 @@ images ``[N, H, W, 3]`` in ``[-1, 1]``. See :mod:`trajbench.data.synthetic` and 
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 from trajbench.data.base import SPLITS, Dataset, DatasetError, tokenize
 from trajbench.data.synthetic import (
@@ -38,6 +39,16 @@ def _unknown(name: str) -> DatasetError:
     hint = f"did you mean {' or '.join(repr(LOADER_PREFIXES.get(c[:-1], c)) for c in close)}? " if close else ""
     valid = ", ".join(list(DATASET_NAMES) + list(LOADER_PREFIXES.values()))
     return DatasetError(f"unknown dataset {text!r}; {hint}valid names: {valid}")
+
+
+def check_dataset_name(name: str) -> None:
+    """Raise :class:`DatasetError` unless ``name`` is a generated dataset or a loader prefix with an existing
+    folder (checked without reading the data)."""
+    if isinstance(name, str) and name in GENERATED:
+        return
+    prefix, sep, path = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if not (sep and prefix in LOADER_PREFIXES and path.strip() and Path(path.strip()).expanduser().is_dir()):
+        get_dataset(name)  # raises, saying what is unknown or missing
 
 
 def get_dataset(name: str, *, resolution: int = 32, seed: int = 0, **options) -> Dataset:
@@ -84,6 +95,7 @@ __all__ = [
     "DatasetError",
     "SynthCC12M",
     "SynthImageNet",
+    "check_dataset_name",
     "get_dataset",
     "tokenize",
     "write_preview",

@@ -19,12 +19,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from trajbench.errors import UserError
+
 SPLITS: tuple[str, ...] = ("train", "val", "reference", "evaluator")
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """An unknown dataset, split, option or index, or a missing / malformed data file."""
 
 

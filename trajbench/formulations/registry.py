@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
 
+from trajbench.errors import UserError
 from trajbench.formulations.densities import (
     MODE_SCALE_MAX,
     MODE_SCALE_MIN,
@@ -36,7 +38,7 @@ from trajbench.formulations.paths import CosinePath, LDMLinearPath, LinearPath, 
 from trajbench.formulations.targets import EDMPreconditioning, Epsilon, MinSNR, VPrediction, Velocity
 
 
-class FormulationError(ValueError):
+class FormulationError(UserError, ValueError):
     """An unknown, malformed or out-of-range formulation name."""
 
 
@@ -159,9 +161,12 @@ def _numbers(text: str, where: str) -> tuple[float, ...]:
     if text is None or not text.strip():
         return ()
     try:
-        return tuple(float(part) for part in text.split(","))
+        values = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise FormulationError(f"malformed parameters {text!r} in {where!r}: expected numbers separated by commas")
+    if not all(math.isfinite(v) for v in values):
+        raise FormulationError(f"parameters {text!r} in {where!r} must be finite numbers")
+    return values
 
 
 def _unknown(name: str) -> FormulationError:

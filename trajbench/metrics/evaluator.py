@@ -151,7 +151,6 @@ def _init_params(model, resolution: int, max_tokens: int, seed: int):
 
 def train_clip(dataset, config: EvaluatorConfig, seed: int = 0):
     """Train the CLIP-style evaluator on ``dataset``'s ``evaluator`` split: ``(params, info)``."""
-    import jax
     import jax.numpy as jnp
     import optax
 

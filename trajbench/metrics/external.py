@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trajbench.errors import UserError
+
 __all__ = ["WeightsError", "check_images", "file_digest", "read_npz"]
 
 RANGE_SLACK = 1.0
@@ -23,7 +25,7 @@ RANGE_SLACK = 1.0
 taken to be in another range ([0, 255], ...) and refused."""
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weight file that cannot be used (unreadable, incomplete, another architecture): one line naming the
     file, the key and the fix."""
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trajbench.errors import UserError
+
 __all__ = ["INHOUSE", "INHOUSE_JUDGES", "ROLES", "JudgeChoiceError", "check_choice", "identities", "identity",
            "load_judge", "resolve_choice"]
 
@@ -31,7 +33,7 @@ INHOUSE_JUDGES = {"features": INHOUSE, "clip_judge": INHOUSE}
 _VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
-class JudgeChoiceError(ValueError):
+class JudgeChoiceError(UserError, ValueError):
     """A malformed choice of judge (one line naming the role, the value and the accepted forms)."""
 
 
