@@ -35,7 +35,9 @@ from trajbench import perf
 from trajbench.formulations import get as get_formulation
 from trajbench.models.mmdit import count_params, forward_flops
 from trajbench.samplers import for_sampling, jit_generate
-from trajbench.train import Trainer, build_text_encoders, model_config, resolve_config, stack_formulations
+from trajbench.run.build import build_text_encoders
+from trajbench.run.config import model_config, resolve_config
+from trajbench.run.trainer import Trainer, stack_formulations
 
 FORMULATION = "rf/lognorm(0.00, 1.00)"
 VARIANTS = ("rf/lognorm(0.00, 1.00)", "rf/lognorm(0.50, 0.60)", "rf/lognorm(1.00, 0.60)", "rf/lognorm(-0.50, 1.00)")

@@ -6,7 +6,9 @@ import pytest
 from trajbench.auxnet.cache import EvaluatorConfigError
 from trajbench.data import get_dataset
 from trajbench.models.autoencoder import load_or_train_autoencoder
-from trajbench.train import RunError, data_shape, load_run, model_config, resolve_config, train
+from trajbench.run.config import RunError, data_shape, model_config, resolve_config
+from trajbench.run.load import load_run
+from trajbench.train import train
 
 TINY_AE = {"steps": 60, "train_examples": 512, "batch_size": 32}
 

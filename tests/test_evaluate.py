@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trajbench.evaluate import SamplerSetting
-from trajbench.train import RunError
+from trajbench.run.config import RunError
 
 
 def test_settings_parse_and_label():
@@ -18,7 +18,7 @@ def test_settings_parse_and_label():
 def test_every_training_seed_is_scored_on_the_same_evaluation_data():
     from trajbench.data import get_dataset
     from trajbench.evaluate import evaluation_dataset
-    from trajbench.train import resolve_config
+    from trajbench.run.config import resolve_config
 
     config = resolve_config("smoke", formulation="rf", dataset="synth-cc12m", seed=3)
     index = np.arange(16)
@@ -64,7 +64,8 @@ EVALUATOR_SMALL = ["--evaluator-set", "steps=250"]  # the retrieval-passing budg
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    from trajbench.train import resolve_config, train
+    from trajbench.run.config import resolve_config
+    from trajbench.train import train
 
     out = tmp_path_factory.mktemp("smoke-run")
     config = resolve_config("smoke", ["eval_every=50", "keep_checkpoints=8"], formulation="rf/lognorm(0.00, 1.00)",

@@ -56,7 +56,9 @@ def cmd_plot_densities(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from trajbench.train import check_run_folder, resolve_config, train
+    from trajbench.run.config import resolve_config
+    from trajbench.run.folder import check_run_folder
+    from trajbench.train import train
 
     config = resolve_config(args.preset, args.set, formulation=args.formulation, dataset=args.dataset)
     if args.dry_run:
@@ -75,7 +77,7 @@ def cmd_sample(args) -> None:
 
     from trajbench.data.preview import write_image_grid
     from trajbench.evaluate import SamplerSetting, evaluation_dataset, generate_images
-    from trajbench.train import load_run
+    from trajbench.run.load import load_run
 
     setting = SamplerSetting.parse(f"{args.steps}x{args.guidance}/{args.solver}")
     run = load_run(args.run_dir, args.checkpoint)

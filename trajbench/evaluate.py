@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trajbench.train import RunError, load_run
+from trajbench.run.config import RunError
+from trajbench.run.load import load_run
 
 _SETTING = re.compile(
     r"^(?P<steps>\d+)x(?P<guidance>[0-9.]+)(?:/(?P<solver>[a-z0-9]+))?(?:@(?P<protocol>[a-z]+))?$")
@@ -115,7 +116,7 @@ def generate_images(run, weights: str, setting: SamplerSetting, tokens, pooled, 
     """Images for the conditions (tokens, pooled) in batches; noise from fold_in(key(seed), batch index). A latent
     run samples latents (not clipped) and decodes them; images are clipped to [-1, 1]."""
     from trajbench.samplers import for_sampling, jit_generate
-    from trajbench.train import data_shape
+    from trajbench.run.config import data_shape
 
     network = jax.tree_util.Partial(run.model.apply, run.weights[weights])
     formulation = for_sampling(run.formulation)

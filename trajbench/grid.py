@@ -217,7 +217,7 @@ def write_sample_grid(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> P
     """The first ``grid_images`` validation prompts, sampled with ``grid_setting`` and EMA weights."""
     from trajbench.data.preview import write_image_grid
     from trajbench.evaluate import evaluation_dataset, generate_images
-    from trajbench.train import load_run
+    from trajbench.run.load import load_run
 
     run = load_run(layout.cell_dir(cell) / "run", spec.eval.checkpoint)
     dataset = evaluation_dataset(run.config)

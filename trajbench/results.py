@@ -104,7 +104,7 @@ def variant_names(table: pd.DataFrame, variants) -> list[str]:
 def setting_labels(table: pd.DataFrame, settings) -> list[str]:
     """Sampler settings in any spelling (``25x5.0@paper``) as the table's labels (``25x5@paper``)."""
     from trajbench.evaluate import SamplerSetting
-    from trajbench.train import RunError
+    from trajbench.run.config import RunError
 
     present = list(dict.fromkeys(table["setting"]))
     labels = []

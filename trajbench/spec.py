@@ -8,7 +8,7 @@ with the same sampler settings, so the cells of a spec are comparable. Example (
     datasets = ["synth-imagenet"]
     seeds = [0]
 
-    [train]                # a preset of trajbench.train.PRESETS, then any TrainConfig field
+    [train]                # a preset of trajbench.run.config.PRESETS, then any TrainConfig field
     preset = "smoke"
     steps = 60
 
@@ -160,9 +160,9 @@ class ExperimentSpec:
         return [Cell(v, d, s) for d in self.datasets for v in self.variants for s in self.seeds]
 
     def train_config(self, cell: Cell):
-        """The resolved :class:`trajbench.train.TrainConfig` of a cell: the preset, then ``[train]``, then the
+        """The resolved :class:`trajbench.run.config.TrainConfig` of a cell: the preset, then ``[train]``, then the
         cell's dataset table ``[train.<dataset>]`` if there is one."""
-        from trajbench.train import resolve_config
+        from trajbench.run.config import resolve_config
 
         values = {k: v for k, v in self.train.items() if k != "preset" and not isinstance(v, dict)}
         values |= self.train.get(cell.dataset, {})
@@ -287,7 +287,7 @@ def _as_list(raw: dict, name: str, kind) -> tuple:
 def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
     """Validate a parsed spec dict (from TOML) into an :class:`ExperimentSpec`."""
     from trajbench.evaluate import SamplerSetting
-    from trajbench.train import PRESETS, RunError, TrainConfig
+    from trajbench.run.config import PRESETS, RunError, TrainConfig
 
     unknown = sorted(set(raw) - set(TOP_LEVEL))
     if unknown:
