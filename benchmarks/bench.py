@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
-from trajbench import perf
+from trajbench import estimate
 from trajbench.formulations import get as get_formulation
 from trajbench.models.mmdit import count_params, forward_flops
 from trajbench.samplers import for_sampling, jit_generate
@@ -325,9 +325,9 @@ def diffusers_sample(config, inputs: dict) -> Workload:
 
 
 def matmul_peak(budget: Budget) -> dict:
-    """The machine's fp32 matmul peak: the best of ``trajbench.perf.matmul_peak_flops`` over several sizes
+    """The machine's fp32 matmul peak: the best of ``trajbench.estimate.matmul_peak_flops`` over several sizes
     (its default is 1024 only). ``__wrapped__`` skips its cache, so each call measures anew."""
-    by_size = {size: perf.matmul_peak_flops.__wrapped__(size, budget.peak_seconds) for size in PEAK_SIZES}
+    by_size = {size: estimate.matmul_peak_flops.__wrapped__(size, budget.peak_seconds) for size in PEAK_SIZES}
     best = max(by_size.values())
     return {"flops": best, "gflops": best / 1e9, "best_size": max(by_size, key=by_size.get),
             "gflops_by_size": {str(s): f / 1e9 for s, f in by_size.items()}}

@@ -49,7 +49,8 @@ def test_bad_autoencoder_configs(dataset, tmp_path):
 
 
 def test_latent_run_trains_on_latents_and_samples_images(tmp_path, monkeypatch):
-    from trajbench.evaluate import SamplerSetting, generate_images
+    from trajbench.evaluate import generate_images
+    from trajbench.samplers import SamplerSetting
 
     monkeypatch.setenv("TRAJBENCH_CACHE", str(tmp_path / "cache"))
     config = resolve_config("smoke", ["depth=1", "width=32", "heads=1", "patch_size=2", "batch_size=8",

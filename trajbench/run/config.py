@@ -9,6 +9,7 @@ from typing import Any
 
 from trajbench import formulations
 from trajbench.errors import UserError, check_like
+from trajbench.overrides import parse_assignment
 
 LR_SCHEDULES = ("constant", "cosine")
 LR_FLOOR = 0.05
@@ -103,8 +104,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _coerce(field: dataclasses.Field, text: str):
+def _coerce(field: dataclasses.Field, text: str, value):
+    """A ``--set`` value (:func:`trajbench.overrides.parse_assignment`) as the field's kind: a string field takes a
+    TOML string or else the text; a number field its TOML number, or the text as Python reads it (``.5``)."""
     kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str}[field.type]
+    if kind is str:
+        return value if isinstance(value, str) else text
+    if not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int):
+        return kind(value)
     try:
         return kind(text)
     except ValueError:
@@ -121,10 +128,11 @@ def resolve_config(preset: str | None = None, overrides: list[str] | tuple[str, 
         settings.update(PRESETS[preset])
     settings.update({k: v for k, v in values.items() if v is not None})
     for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or key.strip() not in fields:
+        parsed = parse_assignment(item)
+        if parsed is None or parsed[0] not in fields:
             raise RunError(f"--set {item!r}: expected key=value with key one of {', '.join(fields)}")
-        settings[key.strip()] = _coerce(fields[key.strip()], text.strip())
+        key, text, value = parsed
+        settings[key] = _coerce(fields[key], text, value)
     config = TrainConfig(**settings)
     config = dataclasses.replace(config, formulation=formulations.parse(config.formulation).name)
     config.validate()

@@ -26,8 +26,7 @@ VALIDATION_TIMES = tuple((k + 0.5) / 8 for k in range(8))
 def stack_formulations(names) -> Formulation:
     """Formulations of one family (one tree structure) stacked on a leading axis of their parameters."""
     members = [formulations.get(n) for n in names]
-    structures = {jax.tree.structure(m) for m in members}
-    if len(structures) != 1:
+    if len({formulations.program_key(n) for n in names}) != 1:
         raise RunError(f"cannot train {list(names)} together: they are not one family with different parameters")
     return jax.tree.map(lambda *leaves: jnp.stack([jnp.asarray(x, jnp.float32) for x in leaves]), *members)
 
