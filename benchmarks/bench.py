@@ -31,11 +31,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 
-from trajbench import perf
+from trajbench import estimate
 from trajbench.formulations import get as get_formulation
 from trajbench.models.mmdit import count_params, forward_flops
 from trajbench.samplers import for_sampling, jit_generate
-from trajbench.train import Trainer, build_text_encoders, model_config, resolve_config, stack_formulations
+from trajbench.run.build import build_text_encoders
+from trajbench.run.config import model_config, resolve_config
+from trajbench.run.trainer import Trainer, stack_formulations
 
 FORMULATION = "rf/lognorm(0.00, 1.00)"
 VARIANTS = ("rf/lognorm(0.00, 1.00)", "rf/lognorm(0.50, 0.60)", "rf/lognorm(1.00, 0.60)", "rf/lognorm(-0.50, 1.00)")
@@ -323,9 +325,9 @@ def diffusers_sample(config, inputs: dict) -> Workload:
 
 
 def matmul_peak(budget: Budget) -> dict:
-    """The machine's fp32 matmul peak: the best of ``trajbench.perf.matmul_peak_flops`` over several sizes
+    """The machine's fp32 matmul peak: the best of ``trajbench.estimate.matmul_peak_flops`` over several sizes
     (its default is 1024 only). ``__wrapped__`` skips its cache, so each call measures anew."""
-    by_size = {size: perf.matmul_peak_flops.__wrapped__(size, budget.peak_seconds) for size in PEAK_SIZES}
+    by_size = {size: estimate.matmul_peak_flops.__wrapped__(size, budget.peak_seconds) for size in PEAK_SIZES}
     best = max(by_size.values())
     return {"flops": best, "gflops": best / 1e9, "best_size": max(by_size, key=by_size.get),
             "gflops_by_size": {str(s): f / 1e9 for s, f in by_size.items()}}

@@ -6,7 +6,9 @@ import pytest
 from trajbench.auxnet.cache import EvaluatorConfigError
 from trajbench.data import get_dataset
 from trajbench.models.autoencoder import load_or_train_autoencoder
-from trajbench.train import RunError, data_shape, load_run, model_config, resolve_config, train
+from trajbench.run.config import RunError, data_shape, model_config, resolve_config
+from trajbench.run.load import load_run
+from trajbench.train import train
 
 TINY_AE = {"steps": 60, "train_examples": 512, "batch_size": 32}
 
@@ -47,7 +49,8 @@ def test_bad_autoencoder_configs(dataset, tmp_path):
 
 
 def test_latent_run_trains_on_latents_and_samples_images(tmp_path, monkeypatch):
-    from trajbench.evaluate import SamplerSetting, generate_images
+    from trajbench.evaluate import generate_images
+    from trajbench.samplers import SamplerSetting
 
     monkeypatch.setenv("TRAJBENCH_CACHE", str(tmp_path / "cache"))
     config = resolve_config("smoke", ["depth=1", "width=32", "heads=1", "patch_size=2", "batch_size=8",

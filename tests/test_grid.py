@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 from trajbench.cli import main
-from trajbench.formulations import family_of
 from trajbench.grid import METRIC_COLUMNS, TIMING_COLUMNS, read_metrics, shard_cells
 from trajbench.spec import SpecError, load_spec, resolve_variants
 
@@ -108,18 +107,6 @@ def test_dry_run_prints_cells_and_an_estimate(capsys, tmp_path):
     out = capsys.readouterr().out
     assert out.count("synth-imagenet  seed 0") == 3 and "estimated wall time" in out
     assert not (tmp_path / "smoke").exists()  # a dry run writes nothing
-
-
-def test_estimate_counts_one_compilation_per_recipe_and_family():
-    from trajbench.perf import compiled_programs
-
-    spec = load_spec(ROOT / "experiments" / "sd3_study.toml")
-    cells = spec.cells()
-    assert len(cells) == 122
-    programs = compiled_programs(spec, cells)
-    families = {(c.dataset, family_of(c.variant)) for c in cells}
-    assert len(programs) == len(families) < 30  # not one per cell: same-family cells share their programs
-    assert len(compiled_programs(spec, cells[:3])) == len({family_of(c.variant) for c in cells[:3]})
 
 
 # ---- running -------------------------------------------------------------------------------------------

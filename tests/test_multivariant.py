@@ -13,7 +13,8 @@ import pytest
 
 from test_train import assert_same_metrics, assert_same_params, best_params, metrics, tiny
 from trajbench import train as train_module
-from trajbench.train import RunError, train, train_together
+from trajbench.run.config import RunError
+from trajbench.train import train, train_together
 
 VARIANTS = ["rf/lognorm(0.00, 1.00)", "rf/lognorm(0.50, 0.60)", "rf/lognorm(-0.50, 1.00)"]
 
@@ -68,7 +69,8 @@ SHARDED = """
 import json, sys
 import jax
 from test_train import tiny
-from trajbench.train import Trainer, train_together
+from trajbench.run.trainer import Trainer
+from trajbench.train import train_together
 names = {names!r}
 out = sys.argv[1]
 assert Trainer(tiny(10, names[0]), variants=len(names)).shard_variants == (jax.device_count() > 1)

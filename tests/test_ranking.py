@@ -130,7 +130,7 @@ def test_findings_say_cannot_tell_when_variants_or_step_counts_are_missing():
 
 
 def test_discrimination_by_hand():
-    from trajbench.report import discrimination
+    from trajbench.paper_tables import discrimination
 
     # two variants, two seeds: A = 10, 12 (std sqrt 2), B = 20, 20 (std 0); spread 9, pooled std sqrt(1) = 1
     rows = pd.concat([long_rows({("A", "d", "ema", 5): (0.3, fid)}, seeds=(seed,))

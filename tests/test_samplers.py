@@ -18,6 +18,7 @@ import pytest
 from trajbench import formulations as F
 from trajbench import samplers as S
 from trajbench.formulations.targets import EDMPreconditioning
+from trajbench.samplers import SamplerSetting, SettingError
 
 SHAPE = (2, 4, 4, 2)  # [B, H, W, C]
 SD = 0.5
@@ -413,3 +414,29 @@ def test_x0_clip_is_exact_when_inactive_and_bounds_eps_prediction_near_pure_nois
     assert max_err(sample(exact, 100.0), sample(exact, None)) < 1e-5  # never active: the same ODE
     assert max_err(sample(noisy, None), want) > 1.0  # x0-hat = (z - b eps-hat) / a, b / a = 6e5
     assert max_err(sample(noisy, 3.0), want) < 0.2  # |x0| < 3 for these data: bounded
+
+
+# ---- sampler settings -------------------------------------------------------------------------------
+
+
+def test_settings_parse_and_label():
+    setting = SamplerSetting.parse("25x2.0")
+    assert (setting.steps, setting.guidance, setting.solver, setting.coordinates) == (25, 2.0, "euler", "rf")
+    assert setting.label == "25x2" and SamplerSetting.parse("10x1.5/heun").label == "10x1.5/heun"
+
+
+def test_protocols_parse_and_label():
+    paper = SamplerSetting.parse("5x5.0@paper")
+    assert (paper.coordinates, paper.solver, paper.x0_clip, paper.protocol) == ("native", "ddim", None, "paper")
+    assert paper.label == "5x5@paper" and SamplerSetting.parse(paper.label) == paper
+    shared = SamplerSetting.parse("5x5.0@shared")
+    assert shared == SamplerSetting.parse("5x5") and shared.label == "5x5" and shared.protocol == "shared"
+    assert SamplerSetting.parse("5x5/euler@paper").label == "5x5/euler@paper"
+    assert paper.with_steps(1).label == "1x5@paper"
+
+
+@pytest.mark.parametrize("bad, message", [("25", "malformed"), ("0x2", "malformed"), ("5x2/rk4", "unknown solver"),
+                                          ("5x2@nice", "unknown protocol"), ("5x2/ddim", "use it with @paper")])
+def test_bad_settings_are_one_line_errors(bad, message):
+    with pytest.raises(SettingError, match=message):
+        SamplerSetting.parse(bad)

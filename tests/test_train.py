@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from trajbench.cli import main
-from trajbench.train import RunError, resolve_config, train
+from trajbench.run.config import RunError, resolve_config
+from trajbench.train import train
 
 TINY = ["resolution=16", "depth=1", "width=32", "heads=1", "patch_size=4", "batch_size=8", "train_examples=256",
         "val_examples=16", "log_every=5", "eval_every=10", "warmup_steps=5"]
@@ -93,7 +94,8 @@ def test_completed_run_is_not_redone_and_a_different_config_is_refused(finished_
 
 
 def test_text_words_sets_the_text_sequence_and_older_run_folders_still_match(finished_run):
-    from trajbench.train import build_text_encoders, model_config
+    from trajbench.run.build import build_text_encoders
+    from trajbench.run.config import model_config
 
     short = tiny(text_words=5)
     assert model_config(short).max_text_tokens == 10
@@ -180,7 +182,7 @@ def test_unknown_formulation_or_dataset_fails_before_training(tmp_path, capsys):
 
 
 def test_load_run_reads_best_last_and_refuses_missing_steps(finished_run):
-    from trajbench.train import load_run
+    from trajbench.run.load import load_run
 
     run, _ = finished_run
     best = load_run(run, "best")
@@ -213,7 +215,7 @@ def test_unreadable_newest_checkpoint_is_set_aside_and_the_run_finishes(finished
     assert resumed["complete"] and resumed["best"] == summary["best"]
     assert [p.name.split("-")[0] for p in (run / "unreadable-checkpoints").iterdir()] == ["30"]
     assert_same_metrics(metrics(run), metrics(reference))
-    from trajbench.train import load_run
+    from trajbench.run.load import load_run
 
     assert load_run(run, "last").step == 30
 
@@ -259,7 +261,7 @@ def test_a_start_that_never_reached_a_checkpoint_can_be_retried_with_a_corrected
 def test_ctrl_c_while_a_checkpoint_is_written_takes_effect_after_it():
     import threading
 
-    from trajbench.train import _holding_interrupts
+    from trajbench.run.folder import holding_interrupts
 
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals reach the main thread only")
@@ -267,7 +269,7 @@ def test_ctrl_c_while_a_checkpoint_is_written_takes_effect_after_it():
     finished = []
     try:
         with pytest.raises(KeyboardInterrupt):
-            with _holding_interrupts():
+            with holding_interrupts():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.1)
                 finished.append("the block ran to its end")

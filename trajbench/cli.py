@@ -11,7 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from trajbench import eval_defaults as defaults
 from trajbench.errors import UserError
+from trajbench.overrides import parse_assignment
 
 
 LIST_COLUMNS = ("name", "family", "paper", "prediction", "path", "density", "weighting", "params")
@@ -56,7 +58,9 @@ def cmd_plot_densities(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from trajbench.train import check_run_folder, resolve_config, train
+    from trajbench.run.config import resolve_config
+    from trajbench.run.folder import check_run_folder
+    from trajbench.train import train
 
     config = resolve_config(args.preset, args.set, formulation=args.formulation, dataset=args.dataset)
     if args.dry_run:
@@ -74,8 +78,9 @@ def cmd_sample(args) -> None:
     import numpy as np
 
     from trajbench.data.preview import write_image_grid
-    from trajbench.evaluate import SamplerSetting, evaluation_dataset, generate_images
-    from trajbench.train import load_run
+    from trajbench.evaluate import evaluation_dataset, generate_images
+    from trajbench.samplers import SamplerSetting
+    from trajbench.run.load import load_run
 
     setting = SamplerSetting.parse(f"{args.steps}x{args.guidance}/{args.solver}")
     run = load_run(args.run_dir, args.checkpoint)
@@ -115,16 +120,14 @@ def cmd_eval(args) -> None:
 
 
 def parse_assignments(items, option: str) -> dict:
-    """``["steps=250", "widths=[8,8]"]`` -> ``{"steps": 250, "widths": [8, 8]}`` (values read as JSON, else text)."""
+    """``["steps=250", "widths=[8,8]"]`` -> ``{"steps": 250, "widths": [8, 8]}``
+    (:func:`trajbench.overrides.parse_assignment`)."""
     values = {}
     for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
+        parsed = parse_assignment(item)
+        if parsed is None:
             raise UserError(f"{option} {item!r}: expected key=value")
-        try:
-            values[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            values[key.strip()] = text
+        values[parsed[0]] = parsed[2]
     return values
 
 
@@ -195,7 +198,7 @@ def load_spec_args(args):
 
 def cmd_grid_run(args) -> None:
     from trajbench.grid import parse_shard, run_grid, shard_cells
-    from trajbench.perf import estimate_grid_seconds, format_seconds
+    from trajbench.estimate import estimate_grid_seconds, format_seconds
 
     spec = load_spec_args(args)
     shard = parse_shard(args.shard)
@@ -284,7 +287,7 @@ def _write_report(spec, root: Path, metrics) -> dict:
 
 def _print_comparison(spec, root: Path, metrics, fmt: str = "markdown") -> None:
     from trajbench.paper import compare, format_comparison
-    from trajbench.report import ranked_rows, table1
+    from trajbench.paper_tables import ranked_rows, table1
 
     ranked = ranked_rows(metrics)
     result = compare(table1(ranked).drop(columns="family"), ranked)
@@ -455,30 +458,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("eval", help="sample and score a trained run (FID, CLIP score, KID, GenEval)")
     p.add_argument("run_dir", help="a run folder written by `trajbench train`")
-    p.add_argument("--settings", nargs="+", default=["5x2.0,25x2.0,50x2.0"],
+    p.add_argument("--settings", nargs="+", default=[",".join(defaults.SETTINGS)],
                    help="sampler settings STEPSxGUIDANCE[/SOLVER], space or comma separated")
-    p.add_argument("--weights", nargs="+", choices=("ema", "raw"), default=["ema", "raw"],
+    p.add_argument("--weights", nargs="+", choices=("ema", "raw"), default=list(defaults.WEIGHTS),
                    help="EMA and/or raw network weights")
-    p.add_argument("--samples", type=positive_int, default=256, help="generated images per setting")
-    p.add_argument("--checkpoint", default="best", help="best, last, or a kept step")
-    p.add_argument("--seed", type=int, default=0, help="sampling noise seed")
-    p.add_argument("--n-boot", type=positive_int, default=200, help="bootstrap replicates per confidence interval")
+    p.add_argument("--samples", type=positive_int, default=defaults.SAMPLES, help="generated images per setting")
+    p.add_argument("--checkpoint", default=defaults.CHECKPOINT, help="best, last, or a kept step")
+    p.add_argument("--seed", type=int, default=defaults.SEED, help="sampling noise seed")
+    p.add_argument("--n-boot", type=positive_int, default=defaults.N_BOOT,
+                   help="bootstrap replicates per confidence interval")
     p.add_argument("--evaluator-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the CLIP-style evaluator's config (part of its cache key)")
     p.add_argument("--geneval-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of the GenEval classifier's config (part of its cache key)")
     p.add_argument("--step-axis", type=int, default=0, metavar="K",
                    help="also measure the distance to an accurate solve and straightness on K prompts")
-    p.add_argument("--features", default="inhouse", metavar="JUDGE",
+    p.add_argument("--features", default=defaults.JUDGE, metavar="JUDGE",
                    help="features of FID / KID: inhouse, inception:PATH or clip:PATH (a converted .npz)")
-    p.add_argument("--clip-score", default="inhouse", metavar="JUDGE", help="CLIP score by: inhouse or clip:PATH")
+    p.add_argument("--clip-score", default=defaults.JUDGE, metavar="JUDGE",
+                   help="CLIP score by: inhouse or clip:PATH")
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     p.set_defaults(run=cmd_eval)
 
     p = commands.add_parser("convert-weights", help="convert a local PyTorch checkpoint (Inception, CLIP) to the "
                             ".npz trajbench reads (needs torch; CLIP also open_clip)",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("network", choices=("inception", "clip"))
+    p.add_argument("network", choices=("inception", "clip"), help="which network the checkpoint holds")
     p.add_argument("checkpoint", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth, an OpenCLIP checkpoint "
                                       "or OpenAI's ViT-*.pt")
     p.add_argument("--out", required=True, help=".npz file to write")
@@ -547,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", nargs="+", metavar="F", help="only the variants of these families (e.g. rf, edm)")
     p.add_argument("--metric", nargs="+", default=["fid"], help="one panel per metric (fid, clip_score, kid, ...)")
     p.add_argument("--guidance", type=float, help="default: the most common guidance")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw network weights")
     p.add_argument("--protocol", choices=("paper", "shared"), help="default: the ranked protocol")
     p.add_argument("--x", choices=("steps", "nfe"), default="steps", help="x axis (log scale)")
     p.add_argument("--out", required=True, help="image file to write (PNG, PDF, SVG)")
@@ -566,8 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--setting", nargs="+", metavar="S",
                    help="sampler settings, e.g. 25x5.0@paper (default: the ranked ones at the most common guidance)")
     p.add_argument("--metric", nargs="+", help="default: fid clip_score")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    p.add_argument("--format", choices=("md", "latex", "csv"), default="md")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help="EMA or raw network weights")
+    p.add_argument("--format", choices=("md", "latex", "csv"), default="md", help="output format")
     p.set_defaults(run=cmd_table)
 
     p = commands.add_parser("demo", help="run the main job on the embedded default: the quick study, Table 1 "

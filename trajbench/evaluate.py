@@ -23,80 +23,16 @@ Two sampler protocols (a setting's ``@PROTOCOL`` suffix):
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from trajbench.train import RunError, load_run
-
-_SETTING = re.compile(
-    r"^(?P<steps>\d+)x(?P<guidance>[0-9.]+)(?:/(?P<solver>[a-z0-9]+))?(?:@(?P<protocol>[a-z]+))?$")
-
-PROTOCOLS = {
-    # name: (coordinates, default solver, x0_clip) -- see the module docstring
-    "shared": ("rf", "euler", 1.0),
-    "paper": ("native", "ddim", None),
-}
-
-
-@dataclass(frozen=True)
-class SamplerSetting:
-    """One sampler setting: ``STEPSxGUIDANCE[/SOLVER][@PROTOCOL]``, e.g. ``25x2.0``, ``10x1.5/heun`` or
-    ``5x5.0@paper`` (protocols: :data:`PROTOCOLS`; ``shared`` when none is given)."""
-
-    steps: int
-    guidance: float
-    solver: str = "euler"
-    coordinates: str = "rf"
-    grid: str = "uniform"
-    x0_clip: float | None = 1.0
-
-    @classmethod
-    def parse(cls, text: str) -> "SamplerSetting":
-        from trajbench.samplers import SOLVERS
-
-        match = _SETTING.match(text.strip())
-        if match is None or int(match["steps"]) < 1:
-            raise RunError(f"sampler setting {text!r} is malformed; write STEPSxGUIDANCE[/SOLVER][@PROTOCOL], "
-                           f"e.g. 25x2.0 or 5x5.0@paper")
-        protocol = match["protocol"] or "shared"
-        if protocol not in PROTOCOLS:
-            raise RunError(f"unknown protocol {protocol!r} in {text!r}; protocols are {', '.join(PROTOCOLS)}")
-        coordinates, default_solver, x0_clip = PROTOCOLS[protocol]
-        solver = match["solver"] or default_solver
-        if solver not in SOLVERS:
-            raise RunError(f"unknown solver {solver!r} in {text!r}; solvers are {', '.join(SOLVERS)}")
-        if solver == "ddim" and coordinates != "native":
-            raise RunError(f"solver 'ddim' in {text!r} steps along a formulation's own path; use it with @paper")
-        return cls(int(match["steps"]), float(match["guidance"]), solver, coordinates, x0_clip=x0_clip)
-
-    @property
-    def protocol(self) -> str:
-        return "paper" if self.coordinates == "native" else "shared"
-
-    @property
-    def label(self) -> str:
-        default_solver = PROTOCOLS[self.protocol][1]
-        return (f"{self.steps}x{self.guidance:g}" + ("" if self.solver == default_solver else f"/{self.solver}")
-                + ("" if self.protocol == "shared" else f"@{self.protocol}"))
-
-    def x0_clip_for(self, run) -> float | None:
-        """The clip of x0-hat for a run: ``x0_clip`` in pixel space, none for a latent run (its standardised
-        latents have no [-1, 1] range; its decoded images are clipped instead)."""
-        return self.x0_clip if run.autoencoder is None else None
-
-    def with_steps(self, steps: int) -> "SamplerSetting":
-        """The same setting with another step count (e.g. the 1-step conditional-mean baseline)."""
-        from dataclasses import replace
-
-        return replace(self, steps=int(steps))
-
-
-DEFAULT_SETTINGS = ("5x2.0", "25x2.0", "50x2.0")
+from trajbench import eval_defaults as defaults
+from trajbench.run.load import load_run
+from trajbench.samplers.setting import SamplerSetting
 
 EVALUATION_SEED = 0
 """Every run is scored on its dataset generated with this seed, whatever seed it trained with: the same prompts,
@@ -115,7 +51,7 @@ def generate_images(run, weights: str, setting: SamplerSetting, tokens, pooled, 
     """Images for the conditions (tokens, pooled) in batches; noise from fold_in(key(seed), batch index). A latent
     run samples latents (not clipped) and decodes them; images are clipped to [-1, 1]."""
     from trajbench.samplers import for_sampling, jit_generate
-    from trajbench.train import data_shape
+    from trajbench.run.config import data_shape
 
     network = jax.tree_util.Partial(run.model.apply, run.weights[weights])
     formulation = for_sampling(run.formulation)
@@ -234,10 +170,11 @@ def score_images(images, captions, attributes, feature_net, clip_net, reference_
     return scores
 
 
-def evaluate_run(run_dir, settings=DEFAULT_SETTINGS, *, weights=("ema", "raw"), pairs=None, num_samples: int = 256,
-                 checkpoint="best", seed: int = 0, n_boot: int = 200, cache_dir=None, evaluator_config=None,
-                 geneval_config=None, classifier_config=None, skip=(), step_axis_samples: int = 0,
-                 features: str = "inhouse", clip_score: str = "inhouse", progress=None) -> list[dict]:
+def evaluate_run(run_dir, settings=defaults.SETTINGS, *, weights=defaults.WEIGHTS, pairs=None,
+                 num_samples: int = defaults.SAMPLES, checkpoint=defaults.CHECKPOINT, seed: int = defaults.SEED,
+                 n_boot: int = defaults.N_BOOT, cache_dir=None, evaluator_config=None, geneval_config=None,
+                 classifier_config=None, skip=(), step_axis_samples: int = 0, features: str = defaults.JUDGE,
+                 clip_score: str = defaults.JUDGE, progress=None) -> list[dict]:
     """One result dict per (weights, setting) with fid, kid, clip_score, accuracy, their CIs, nfe and GenEval
     accuracy; with ``step_axis_samples`` K > 0 also ``ref_distance`` and ``straightness`` on K prompts
     (:func:`trajbench.stepaxis.step_axis_metrics`).

@@ -208,7 +208,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
 
 
 def _setting(text: str):
-    from trajbench.evaluate import SamplerSetting
+    from trajbench.samplers import SamplerSetting
 
     return SamplerSetting.parse(text)
 
@@ -217,7 +217,7 @@ def write_sample_grid(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> P
     """The first ``grid_images`` validation prompts, sampled with ``grid_setting`` and EMA weights."""
     from trajbench.data.preview import write_image_grid
     from trajbench.evaluate import evaluation_dataset, generate_images
-    from trajbench.train import load_run
+    from trajbench.run.load import load_run
 
     run = load_run(layout.cell_dir(cell) / "run", spec.eval.checkpoint)
     dataset = evaluation_dataset(run.config)
@@ -233,19 +233,16 @@ def write_sample_grid(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> P
 
 def stack_groups(spec: ExperimentSpec, cells: list[Cell]) -> list[list[Cell]]:
     """Cells to train together: with ``grid.multivariant``, those sharing their whole training config but the
-    formulation's parameters (one family), in chunks of ``grid.max_stack``; otherwise one cell each."""
+    formulation's parameters (one ``formulations.program_key``), in chunks of ``grid.max_stack``; otherwise one
+    cell each."""
     if not spec.grid.multivariant:
         return [[cell] for cell in cells]
-    import dataclasses
-
-    import jax
-
-    from trajbench import formulations
+    from trajbench.formulations import program_key
+    from trajbench.run.config import recipe_of
 
     groups: dict = {}
     for cell in cells:
-        recipe = dataclasses.replace(spec.train_config(cell), formulation="")
-        groups.setdefault((recipe, jax.tree.structure(formulations.get(cell.variant))), []).append(cell)
+        groups.setdefault((recipe_of(spec.train_config(cell)), program_key(cell.variant)), []).append(cell)
     size = max(1, spec.grid.max_stack)
     return [group[i:i + size] for group in groups.values() for i in range(0, len(group), size)]
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from trajbench import formulations
 from trajbench.reference import paper_table1
+from trajbench.tabletext import to_markdown
 
 COLUMNS = ("rank_all", "rank_5_steps", "rank_50_steps")
 
@@ -135,8 +136,6 @@ def compare(ours: pd.DataFrame, metrics: pd.DataFrame | None = None) -> dict:
 
 def format_comparison(result: dict) -> str:
     """Markdown: the side-by-side table, the correlations, the findings."""
-    from trajbench.tables import to_markdown
-
     lines = ["## Our Table 1 beside the paper's", "", to_markdown(result["table"]), "",
              "## Rank correlation with the paper (over the variants both ran)", "",
              to_markdown(result["correlations"], digits=3), "", "## The paper's findings", ""]

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from trajbench import results
+from trajbench.paper_tables import curve_guidance
 
 MAX_NAMED = 20
 """Up to this many variants every line is coloured and named; beyond it only the ``named`` ones are (by default
@@ -81,7 +82,7 @@ def curves(table: pd.DataFrame, *, variants=None, families=None, metrics=("fid",
     with its bootstrap interval as a band (the named variants'), one panel per dataset (rows) and metric (columns).
     Values and bounds are means over seeds. Defaults: every variant, the ranked protocol (and its 1-step baseline),
     its most common guidance, EMA weights, the protocol's own solver. See :func:`line_styles` for ``named``."""
-    from trajbench.evaluate import PROTOCOLS
+    from trajbench.samplers import PROTOCOLS
 
     if x not in ("steps", "nfe"):
         raise results.ResultsError(f"x axis {x!r}: use steps or nfe")
@@ -92,7 +93,7 @@ def curves(table: pd.DataFrame, *, variants=None, families=None, metrics=("fid",
     if rows.empty:
         raise results.ResultsError(f"no {', '.join(metrics)} rows with {weights} weights under the {protocol} "
                                    f"protocol in these results")
-    guidance = results.curve_guidance(rows, guidance)
+    guidance = curve_guidance(rows, guidance)
     rows = results.select(rows, guidance=guidance)
     if rows["sampler"].nunique() > 1:  # e.g. Heun settings beside Euler ones: draw the protocol's own solver
         rows = rows[rows["sampler"] == PROTOCOLS[protocol][1]]

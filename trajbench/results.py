@@ -103,15 +103,14 @@ def variant_names(table: pd.DataFrame, variants) -> list[str]:
 
 def setting_labels(table: pd.DataFrame, settings) -> list[str]:
     """Sampler settings in any spelling (``25x5.0@paper``) as the table's labels (``25x5@paper``)."""
-    from trajbench.evaluate import SamplerSetting
-    from trajbench.train import RunError
+    from trajbench.samplers import SamplerSetting, SettingError
 
     present = list(dict.fromkeys(table["setting"]))
     labels = []
     for item in as_list(settings):
         try:
             label = SamplerSetting.parse(str(item)).label
-        except RunError:
+        except SettingError:
             label = str(item)
         if label not in present:
             raise unknown("sampler setting", item, present)
@@ -189,8 +188,3 @@ def default_protocol(table: pd.DataFrame) -> str:
     """The protocol of the ranked rows (Table 1's), else the most common one."""
     ranked = table[table["role"] == "ranked"]
     return str((ranked if len(ranked) else table)["protocol"].mode().iloc[0])
-
-
-def curve_guidance(table: pd.DataFrame, requested: float | None = None) -> float:
-    """The guidance of the metric-vs-steps curves: as requested, else the most common one."""
-    return float(requested) if requested is not None else float(table["guidance"].mode().iloc[0])

@@ -8,7 +8,7 @@ with the same sampler settings, so the cells of a spec are comparable. Example (
     datasets = ["synth-imagenet"]
     seeds = [0]
 
-    [train]                # a preset of trajbench.train.PRESETS, then any TrainConfig field
+    [train]                # a preset of trajbench.run.config.PRESETS, then any TrainConfig field
     preset = "smoke"
     steps = 60
 
@@ -34,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trajbench import eval_defaults
 from trajbench import formulations
 from trajbench.errors import UserError, check_like
+from trajbench.overrides import parse_assignment
 
 TOP_LEVEL = ("name", "description", "variants", "datasets", "seeds", "train", "eval", "report", "grid")
 
@@ -48,12 +50,12 @@ class SpecError(UserError):
 class EvalSpec:
     """How every cell is scored (see :func:`trajbench.evaluate.evaluate_run`)."""
 
-    settings: tuple[str, ...] = ("5x2.0", "25x2.0", "50x2.0")  # STEPSxGUIDANCE[/SOLVER]
-    weights: tuple[str, ...] = ("ema", "raw")
-    samples: int = 256  # generated images per setting (one per validation prompt)
-    n_boot: int = 200  # bootstrap replicates per confidence interval
-    checkpoint: str = "best"  # the step with the lowest EMA validation loss, as the paper does
-    seed: int = 0  # sampling noise
+    settings: tuple[str, ...] = eval_defaults.SETTINGS  # the defaults: trajbench.eval_defaults
+    weights: tuple[str, ...] = eval_defaults.WEIGHTS
+    samples: int = eval_defaults.SAMPLES
+    n_boot: int = eval_defaults.N_BOOT
+    checkpoint: str = eval_defaults.CHECKPOINT
+    seed: int = eval_defaults.SEED
     evaluator: dict = field(default_factory=dict)  # overrides of the CLIP-style evaluator's config
     geneval: dict = field(default_factory=dict)  # overrides of the GenEval classifier's config
     grid_images: int = 8  # prompts in each cell's sample grid (0: none)
@@ -65,8 +67,8 @@ class EvalSpec:
     classifier: dict = field(default_factory=dict)  # overrides of the recognisability classifier's config
     # who judges (trajbench.metrics.judges): "inhouse" | "inception:PATH" | "clip:PATH" (features of FID / KID),
     # "inhouse" | "clip:PATH" (CLIP score); $VARIABLES are expanded, and of a list the first usable entry is taken
-    features: str = "inhouse"
-    clip_score: str = "inhouse"
+    features: str = eval_defaults.JUDGE
+    clip_score: str = eval_defaults.JUDGE
 
     def judges(self) -> dict[str, str]:
         """The judges' identities as result rows record them: ``{"features": ..., "clip_judge": ...}`` (``inhouse``,
@@ -79,7 +81,7 @@ class EvalSpec:
         """Every (weights, setting, role) a cell is scored with: role ``ranked`` (Table 1), ``control`` (the
         control protocol's own Table 1) or ``baseline`` (the ``baseline_steps``-step sampler of each guidance
         and protocol, e.g. one Euler step: the conditional mean)."""
-        from trajbench.evaluate import SamplerSetting
+        from trajbench.samplers import SamplerSetting
 
         out, seen = [], set()
         for role, settings, weights in (("ranked", self.settings, self.weights),
@@ -160,9 +162,9 @@ class ExperimentSpec:
         return [Cell(v, d, s) for d in self.datasets for v in self.variants for s in self.seeds]
 
     def train_config(self, cell: Cell):
-        """The resolved :class:`trajbench.train.TrainConfig` of a cell: the preset, then ``[train]``, then the
+        """The resolved :class:`trajbench.run.config.TrainConfig` of a cell: the preset, then ``[train]``, then the
         cell's dataset table ``[train.<dataset>]`` if there is one."""
-        from trajbench.train import resolve_config
+        from trajbench.run.config import resolve_config
 
         values = {k: v for k, v in self.train.items() if k != "preset" and not isinstance(v, dict)}
         values |= self.train.get(cell.dataset, {})
@@ -239,16 +241,12 @@ def _family_has_params(family: str) -> bool:
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"train.steps=200"`` -> (["train", "steps"], 200); values are TOML, or plain text."""
-    key, sep, text = item.partition("=")
-    path = [p.strip() for p in key.split(".")]
-    if not sep or not all(path):
+    """``"train.steps=200"`` -> (["train", "steps"], 200) (:func:`trajbench.overrides.parse_assignment`)."""
+    parsed = parse_assignment(item)
+    path = [p.strip() for p in parsed[0].split(".")] if parsed else []
+    if not parsed or not all(path):
         raise SpecError(f"--set {item!r}: expected key=value, e.g. train.steps=200 or seeds=[0,1]")
-    try:
-        value = tomllib.loads(f"value = {text.strip()}")["value"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    return path, value
+    return path, parsed[2]
 
 
 def _apply_override(raw: dict, path: list[str], value) -> None:
@@ -286,8 +284,8 @@ def _as_list(raw: dict, name: str, kind) -> tuple:
 
 def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
     """Validate a parsed spec dict (from TOML) into an :class:`ExperimentSpec`."""
-    from trajbench.evaluate import SamplerSetting
-    from trajbench.train import PRESETS, RunError, TrainConfig
+    from trajbench.run.config import PRESETS, RunError, TrainConfig
+    from trajbench.samplers import SamplerSetting, SettingError
 
     unknown = sorted(set(raw) - set(TOP_LEVEL))
     if unknown:
@@ -314,7 +312,7 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
     try:
         for setting in (*evaluation.settings, evaluation.grid_setting):
             SamplerSetting.parse(setting)
-    except RunError as error:
+    except SettingError as error:
         raise SpecError(f"[eval] {error}") from None
     if not evaluation.weights or set(evaluation.weights) - {"ema", "raw"}:
         raise SpecError(f"[eval] weights must be a subset of ['ema', 'raw'], got {list(evaluation.weights)}")
@@ -324,7 +322,7 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
     try:
         for setting in evaluation.control_settings:
             SamplerSetting.parse(setting)
-    except RunError as error:
+    except SettingError as error:
         raise SpecError(f"[eval] control_settings: {error}") from None
     both = {SamplerSetting.parse(s).label for s in evaluation.settings} & {
         SamplerSetting.parse(s).label for s in evaluation.control_settings}

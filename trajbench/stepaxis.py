@@ -79,7 +79,7 @@ def step_axis_metrics(run, weights: str, setting, tokens, pooled, *, seed: int =
     ``references``: a dict reused across the settings of one run, so the accurate solve of each (weights,
     guidance, protocol) is kept once (it does not depend on the step count)."""
     from trajbench.samplers import for_sampling
-    from trajbench.train import data_shape
+    from trajbench.run.config import data_shape
 
     if len(tokens) < 2:
         raise ValueError("the step axis needs at least 2 prompts (step_axis_samples >= 2)")

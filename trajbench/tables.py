@@ -1,5 +1,5 @@
-"""Tables as text (Markdown, LaTeX, CSV), and the comparison table of chosen variants at chosen sampler settings,
-with intervals and the best value of each column in bold."""
+"""The comparison table of chosen variants at chosen sampler settings, with intervals and the best value of each
+column in bold, as Markdown, LaTeX (:mod:`trajbench.tabletext`) or CSV."""
 
 from __future__ import annotations
 
@@ -7,20 +7,11 @@ import numpy as np
 import pandas as pd
 
 from trajbench import results
+from trajbench.paper_tables import curve_guidance
+from trajbench.tabletext import to_latex, to_markdown
 
 FORMATS = ("md", "latex", "csv")
 STATS = ("value", "ci_low", "ci_high")
-
-
-def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
-    """A Markdown table; numbers with ``digits`` significant digits (ranks, FID and CLIP score alike)."""
-    return table.to_markdown(index=False, floatfmt=f".{digits}g")
-
-
-def to_latex(table: pd.DataFrame, digits: int = 4, caption: str = "") -> str:
-    styler = table.style.hide(axis="index").format(lambda v: f"{v:.{digits}g}", subset=table.select_dtypes(
-        "number").columns, na_rep="--")
-    return styler.to_latex(caption=caption or None, hrules=True).replace("_", r"\_")
 
 
 def compare(table: pd.DataFrame, *, variants=None, families=None, settings=None, metrics=None, datasets=None,
@@ -31,7 +22,7 @@ def compare(table: pd.DataFrame, *, variants=None, families=None, settings=None,
     metrics = results.as_list(metrics) or [m for m in ("fid", "clip_score") if m in set(table["metric"])]
     if settings is None:
         ranked = results.select(table, protocols=results.default_protocol(table), roles="ranked")
-        settings = list(dict.fromkeys(results.select(ranked, guidance=results.curve_guidance(ranked))["setting"]))
+        settings = list(dict.fromkeys(results.select(ranked, guidance=curve_guidance(ranked))["setting"]))
     labels = results.setting_labels(table, settings)
     rows = results.select(table, variants=variants, families=families, settings=labels, metrics=metrics,
                           datasets=datasets, weights=weights)

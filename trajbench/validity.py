@@ -39,6 +39,7 @@ import pandas as pd
 from trajbench.errors import UserError
 from trajbench.files import write_json_atomic
 from trajbench.metrics.judges import INHOUSE_JUDGES
+from trajbench.tabletext import to_markdown
 
 SENSITIVITY_VERSION = 1
 BLUR_PX = (0.5, 1.0, 2.0)
@@ -175,8 +176,8 @@ def _means(rows: pd.DataFrame) -> pd.DataFrame:
 def dataset_gates(metrics: pd.DataFrame, sensitivity: dict, dataset: str, curve_guidance=None) -> list[Gate]:
     """The gates of one dataset (see the module docstring)."""
     from trajbench.metrics.ranking import rank_table
-    from trajbench.report import discrimination
-    from trajbench.results import curve_guidance as choose_guidance
+    from trajbench.paper_tables import curve_guidance as choose_guidance
+    from trajbench.paper_tables import discrimination
 
     gates = []
     rows = metrics[metrics["dataset"] == dataset]
@@ -271,7 +272,7 @@ def check_gates(metrics: pd.DataFrame, sensitivities: dict[str, dict], curve_gui
 
 def sensitivity_markdown(table: dict) -> str:
     frame = sensitivity_frame(table).reset_index()
-    return frame.to_markdown(index=False, floatfmt=".4g")
+    return to_markdown(frame)
 
 
 def validity_markdown(gates: list[Gate], sensitivities: dict[str, dict], metrics: pd.DataFrame) -> str:
@@ -289,14 +290,14 @@ def validity_markdown(gates: list[Gate], sensitivities: dict[str, dict], metrics
     for dataset, table in sensitivities.items():
         lines += [f"Evaluator sensitivity on {dataset} ({table['n']} held-out real images, the generated sets' "
                   "size, against the reference split):", "", sensitivity_markdown(table), ""]
-    from trajbench.report import step_axis_table
+    from trajbench.paper_tables import step_axis_table
 
     steps = step_axis_table(metrics)
     if len(steps):
         lines += ["The step axis without the evaluator: RMS latent distance of the N-step sample to an accurate "
                   "(Dopri5) solve from the same noise and prompt, over the RMS distance between different samples, "
                   "and the trajectory's straightness (0 = straight), per family (EMA weights):", "",
-                  steps.to_markdown(index=False, floatfmt=".4g"), ""]
+                  to_markdown(steps), ""]
     return "\n".join(lines)
 
 

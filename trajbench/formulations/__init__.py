@@ -17,6 +17,7 @@ from trajbench.formulations.registry import (
     matches_family,
     names,
     parse,
+    program_key,
     sd3_variants,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "matches_family",
     "names",
     "parse",
+    "program_key",
     "sd3_variants",
     "shift_time",
     "unshift_time",

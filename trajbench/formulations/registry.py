@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+import jax
+
 from trajbench.errors import UserError
 from trajbench.formulations.densities import (
     MODE_SCALE_MAX,
@@ -248,6 +250,14 @@ def names() -> list[str]:
 
 def family_of(name: str) -> str:
     return parse(name).family
+
+
+def program_key(name: str):
+    """What decides whether two formulations share one compiled program (a Trainer's steps, a stack of runs): the
+    tree structure of their pytrees. Names that differ only in parameter values share it; ``+shift`` or ``+unif``
+    wraps the density, so ``rf/lognorm(0.00, 1.00)+shift(3.00)`` needs a program of its own although its
+    :func:`family_of` is ``rf/lognorm``."""
+    return jax.tree.structure(get(name))
 
 
 def matches_family(name: str, pattern: str) -> bool:

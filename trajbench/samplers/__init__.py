@@ -34,9 +34,13 @@ from trajbench.samplers.sampling import (
     sample,
     sample_path,
 )
+from trajbench.samplers.setting import PROTOCOLS, SamplerSetting, SettingError
 from trajbench.samplers.solvers import GRIDS, SOLVERS, ddim, dopri5, euler, get_solver, heun, time_grid
 
 __all__ = [
+    "PROTOCOLS",
+    "SamplerSetting",
+    "SettingError",
     "COORDINATES",
     "GRIDS",
     "SAMPLE_T_MAX",

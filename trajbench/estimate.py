@@ -15,8 +15,8 @@ below the peak); a little under the MFU benchmarks/bench.py measures."""
 SAMPLE_EFFICIENCY = 0.12
 COMPILE_SECONDS = 25.0
 """Compiling one recipe's programs (train step, validation, samplers) with a cold cache. Paid once per recipe and
-formulation family: cells that differ only in the family's parameters share one Trainer (``train.trainer_for``)
-and the persistent compilation cache."""
+program key (``formulations.program_key``): cells that differ only in their formulation's parameters share one
+Trainer (``run.trainer.trainer_for``) and the persistent compilation cache."""
 EVALUATOR_SECONDS = 90.0  # training one evaluator network, once per dataset (then cached)
 
 
@@ -40,7 +40,7 @@ def matmul_peak_flops(size: int = 1024, seconds: float = 0.5) -> float:
 def train_flops(train_config) -> float:
     """FLOPs of a whole training run: 3 x forward FLOPs x batch x steps."""
     from trajbench.models.mmdit import forward_flops
-    from trajbench.train import model_config
+    from trajbench.run.config import model_config
 
     return 3.0 * forward_flops(model_config(train_config)) * train_config.batch_size * train_config.steps
 
@@ -54,7 +54,7 @@ def sample_flops(train_config, scored, samples: int, step_axis_samples: int = 0)
     triples (``EvalSpec.scored``), plus the step axis: each setting again on ``step_axis_samples`` prompts and
     one accurate solve per (weights, guidance, protocol)."""
     from trajbench.models.mmdit import forward_flops
-    from trajbench.train import model_config
+    from trajbench.run.config import model_config
 
     per_image = forward_flops(model_config(train_config))
     total, references = 0.0, set()
@@ -69,12 +69,13 @@ def sample_flops(train_config, scored, samples: int, step_axis_samples: int = 0)
 
 
 def compiled_programs(spec, cells) -> set:
-    """The distinct compilations a grid needs: one per (recipe, formulation family), the recipe being a cell's
-    training configuration without its formulation (``train.recipe_of``)."""
-    from trajbench.formulations import family_of
-    from trajbench.train import recipe_of
+    """The distinct compilations a grid needs: one per (recipe, program key), the recipe being a cell's training
+    configuration without its formulation (``run.config.recipe_of``), the key the structure of its formulation
+    (``formulations.program_key``)."""
+    from trajbench.formulations import program_key
+    from trajbench.run.config import recipe_of
 
-    return {(recipe_of(spec.train_config(c)), family_of(c.variant)) for c in cells}
+    return {(recipe_of(spec.train_config(c)), program_key(c.variant)) for c in cells}
 
 
 def estimate_grid_seconds(spec, cells=None) -> dict:
