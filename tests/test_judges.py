@@ -82,12 +82,16 @@ def test_bad_judges_in_a_spec_are_one_line_errors(capsys):
     assert "\n" not in error
 
 
-def test_cifar10_spec_scores_with_inception_when_its_variable_is_set(monkeypatch, capsys):
+def test_cifar10_spec_scores_with_inception_when_its_variable_is_set(monkeypatch, capsys, tmp_path):
+    from test_data import _write_cifar
+
     spec = ROOT / "experiments" / "cifar10.toml"
+    _write_cifar(tmp_path / "cifar")  # the spec's data folder must exist when it loads
+    here = [f'datasets=["cifar10:{tmp_path / "cifar"}"]']
     monkeypatch.delenv("TRAJBENCH_INCEPTION", raising=False)
-    assert load_spec(spec).eval.features == "inhouse"
+    assert load_spec(spec, here).eval.features == "inhouse"
     monkeypatch.setenv("TRAJBENCH_INCEPTION", "/weights/inception.npz")
-    loaded = load_spec(spec)
+    loaded = load_spec(spec, here)
     assert loaded.eval.features == "inception:/weights/inception.npz" and loaded.train["dtype"] == "bfloat16"
 
 

@@ -32,7 +32,7 @@ import fnmatch
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from trajbench import eval_defaults
 from trajbench import formulations
@@ -69,6 +69,7 @@ class EvalSpec:
     # "inhouse" | "clip:PATH" (CLIP score); $VARIABLES are expanded, and of a list the first usable entry is taken
     features: str = eval_defaults.JUDGE
     clip_score: str = eval_defaults.JUDGE
+    CHOICE_FIELDS: ClassVar[tuple[str, ...]] = ("features", "clip_score")  # a string, or a list of them
 
     def judges(self) -> dict[str, str]:
         """The judges' identities as result rows record them: ``{"features": ..., "clip_judge": ...}`` (``inhouse``,
@@ -268,7 +269,10 @@ def _section(cls, raw: dict, name: str):
         raise SpecError(f"[{name}] has unknown field(s) {', '.join(unknown)}; valid: {', '.join(fields)}")
     defaults = cls()
     for key, value in raw.items():
-        check_like(f"[{name}] {key}", value, getattr(defaults, key), SpecError)
+        like = getattr(defaults, key)
+        if key in getattr(cls, "CHOICE_FIELDS", ()) and isinstance(value, list):
+            like = (like,)  # a list of choices, each like the default
+        check_like(f"[{name}] {key}", value, like, SpecError)
     return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items()})
 
 
