@@ -4,10 +4,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,41 +13,9 @@ from trajbench.cli import main
 from trajbench.run.config import RunError, resolve_config
 from trajbench.train import train
 
-TINY = ["resolution=16", "depth=1", "width=32", "heads=1", "patch_size=4", "batch_size=8", "train_examples=256",
-        "val_examples=16", "log_every=5", "eval_every=10", "warmup_steps=5"]
-
-
-def tiny(steps=30, formulation="rf/lognorm(0.00, 1.00)", **values):
-    return resolve_config("smoke", TINY + [f"steps={steps}"], formulation=formulation, dataset="synth-cc12m", **values)
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def assert_same_metrics(rows, reference, rel=1e-5):
-    """Same logged steps and keys; values equal to float32 round-off. In one process resuming is bit-exact;
-    across processes XLA:CPU has been seen to differ by one ulp in a gradient reduction."""
-    assert [sorted(r) for r in rows] == [sorted(r) for r in reference]
-    for row, ref in zip(rows, reference):
-        for key, value in ref.items():
-            assert row[key] == pytest.approx(value, rel=rel, abs=1e-7), (row["step"], key)
-
-
-def assert_same_params(tree, reference, rtol=1e-4, atol=1e-6):
-    import jax
-
-    assert jax.tree.structure(tree) == jax.tree.structure(reference)
-    for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(reference)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
-
-
-def best_params(run: Path):
-    import orbax.checkpoint as ocp
-
-    step = json.loads((run / "best.json").read_text())["step"]
-    with ocp.CheckpointManager((run / "best").absolute()) as manager:
-        return manager.restore(step)
+from fixtures_data import TINY
+from run_helpers import (assert_same_metrics, assert_same_params, best_params, cli_train, metrics,
+                         strict_rows)
 
 
 def test_presets_resolve_and_set_overrides():
@@ -62,13 +27,6 @@ def test_presets_resolve_and_set_overrides():
             resolve_config("smoke", bad)
     with pytest.raises(RunError, match="unknown preset"):
         resolve_config("huge")
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "full"
-    summary = train(tiny(), run, progress=False)
-    return run, summary
 
 
 def test_run_trains_logs_and_marks_the_best_checkpoint(finished_run):
@@ -85,19 +43,19 @@ def test_run_trains_logs_and_marks_the_best_checkpoint(finished_run):
     assert summary["complete"] and (run / "done.json").exists() and any((run / "tb").iterdir())
 
 
-def test_completed_run_is_not_redone_and_a_different_config_is_refused(finished_run):
+def test_completed_run_is_not_redone_and_a_different_config_is_refused(finished_run, tiny_run):
     run, summary = finished_run
     before = (run / "metrics.jsonl").read_text()
-    assert train(tiny(), run, progress=False) == summary and (run / "metrics.jsonl").read_text() == before
+    assert train(tiny_run(), run, progress=False) == summary and (run / "metrics.jsonl").read_text() == before
     with pytest.raises(RunError, match="different config .*lr"):
-        train(tiny(lr=5e-4), run, progress=False)
+        train(tiny_run(lr=5e-4), run, progress=False)
 
 
-def test_text_words_sets_the_text_sequence_and_older_run_folders_still_match(finished_run):
+def test_text_words_sets_the_text_sequence_and_older_run_folders_still_match(finished_run, tiny_run):
     from trajbench.run.build import build_text_encoders
     from trajbench.run.config import model_config
 
-    short = tiny(text_words=5)
+    short = tiny_run(text_words=5)
     assert model_config(short).max_text_tokens == 10
     tokens, _ = build_text_encoders(short).encode(["a photo of a circle", "a red star to the left of a ring"])
     assert tokens.shape[1] == 10 and np.any(tokens[1, 4]) and np.any(tokens[1, 9])  # long caption cut at 5 words
@@ -109,28 +67,22 @@ def test_text_words_sets_the_text_sequence_and_older_run_folders_still_match(fin
     try:
         del record["config"]["text_words"]
         path.write_text(json.dumps(record))
-        assert train(tiny(), run, progress=False) == summary
+        assert train(tiny_run(), run, progress=False) == summary
     finally:
         path.write_text(saved)
 
 
-def test_stop_and_resume_gives_identical_results(finished_run, tmp_path):
+def test_stop_and_resume_gives_identical_results(finished_run, tmp_path, tiny_run):
     run, _ = finished_run
-    train(tiny(), tmp_path / "r", progress=False, stop_after=15)
+    train(tiny_run(), tmp_path / "r", progress=False, stop_after=15)
     assert not (tmp_path / "r" / "done.json").exists()
-    train(tiny(), tmp_path / "r", progress=False)
+    train(tiny_run(), tmp_path / "r", progress=False)
     assert metrics(tmp_path / "r") == metrics(run)
     resumed, reference = best_params(tmp_path / "r"), best_params(run)
     import jax
 
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-
-
-def cli_train(out: Path, steps: int, env=None, **popen):
-    args = [sys.executable, "-m", "trajbench.cli", "train", "--formulation", "v/cos", "--dataset", "synth-cc12m",
-            "--no-progress", "--out", str(out)] + [x for s in TINY + [f"steps={steps}"] for x in ("--set", s)]
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
 def test_sigkill_then_same_command_resumes_to_the_uninterrupted_result(tmp_path):
@@ -195,22 +147,14 @@ def test_load_run_reads_best_last_and_refuses_missing_steps(finished_run):
         load_run(run, 5)
 
 
-def strict_rows(run: Path) -> list[dict]:
-    """metrics.jsonl read as strict JSON (Infinity and NaN are not JSON)."""
-    def refuse(constant):
-        raise ValueError(f"{constant} in metrics.jsonl")
-
-    return [json.loads(line, parse_constant=refuse) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_unreadable_newest_checkpoint_is_set_aside_and_the_run_finishes(finished_run, tmp_path, capsys):
+def test_unreadable_newest_checkpoint_is_set_aside_and_the_run_finishes(finished_run, tmp_path, capsys, tiny_run):
     reference, summary = finished_run
     run = tmp_path / "r"
     shutil.copytree(reference, run)
     (run / "done.json").unlink()
     for part in (run / "checkpoints" / "30" / "state" / "ocdbt.process_0" / "d").iterdir():
         part.write_bytes(part.read_bytes()[:10])
-    resumed = train(tiny(), run, progress=False)
+    resumed = train(tiny_run(), run, progress=False)
     assert "checkpoints/30 is unreadable" in capsys.readouterr().err
     assert resumed["complete"] and resumed["best"] == summary["best"]
     assert [p.name.split("-")[0] for p in (run / "unreadable-checkpoints").iterdir()] == ["30"]
@@ -220,15 +164,15 @@ def test_unreadable_newest_checkpoint_is_set_aside_and_the_run_finishes(finished
     assert load_run(run, "last").step == 30
 
 
-def test_blown_up_finite_loss_is_divergence_and_the_log_stays_json(tmp_path):
+def test_blown_up_finite_loss_is_divergence_and_the_log_stays_json(tmp_path, tiny_run):
     run = tmp_path / "big"
     with pytest.raises(RunError, match=r"diverged at step \d+ .*(grad_norm became inf|over 1000 times)"):
-        train(tiny(steps=20, lr=1e6), run, progress=False)
+        train(tiny_run(steps=20, lr=1e6), run, progress=False)
     assert not (run / "done.json").exists()
     assert all(np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"]) for r in strict_rows(run))
 
 
-def test_resuming_after_checkpoints_were_deleted_is_refused_until_fresh(finished_run, tmp_path):
+def test_resuming_after_checkpoints_were_deleted_is_refused_until_fresh(finished_run, tmp_path, tiny_run):
     reference, _ = finished_run
     run = tmp_path / "r"
     shutil.copytree(reference, run)
@@ -236,9 +180,9 @@ def test_resuming_after_checkpoints_were_deleted_is_refused_until_fresh(finished
     shutil.rmtree(run / "checkpoints")
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with pytest.raises(RunError, match="no readable checkpoint .*--fresh"):
-        train(tiny(), run, progress=False)
+        train(tiny_run(), run, progress=False)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
-    assert train(tiny(), run, progress=False, fresh=True)["complete"]
+    assert train(tiny_run(), run, progress=False, fresh=True)["complete"]
     assert_same_metrics(metrics(run), metrics(reference))
     assert json.loads((run / "best.json").read_text()) == json.loads((reference / "best.json").read_text())
 
