@@ -10,9 +10,10 @@ import pytest
 
 from trajbench.cli import main
 
+from fixtures_data import tiny_settings
+
 SPEC = str(Path(__file__).resolve().parents[1] / "experiments" / "smoke.toml")
-TINY = ["resolution=16", "depth=1", "width=32", "heads=1", "patch_size=4", "batch_size=8", "train_examples=256",
-        "val_examples=16", "log_every=5", "eval_every=5", "warmup_steps=5", "steps=10"]
+TINY = tiny_settings(eval_every=5, steps=10)
 TRAIN = ["train", "--formulation", "rf", "--dataset", "synth-imagenet", "--no-progress"] + [
     x for s in TINY for x in ("--set", s)]
 

@@ -14,17 +14,12 @@ import pytest
 from trajbench.metrics.clip import (
     ARCHITECTURES,
     CLIP,
-    ClipArch,
     ClipWeightsError,
     clip_state_dict_shapes,
     load_clip,
     pre_tokenize,
     save_random_clip_weights,
 )
-
-TINY = ClipArch("tiny", embed_dim=16, image_size=16, patch_size=8, vision_width=64, vision_layers=1,
-                context_length=12, vocab_size=514, text_width=64, text_layers=1)
-"""A random CLIP small enough for seconds on a CPU; 514 tokens: a tokenizer without merges."""
 
 needs_open_clip = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None or importlib.util.find_spec("open_clip") is None,
@@ -134,16 +129,16 @@ def test_pre_tokenize_splits_as_clips_regex():
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return save_random_clip_weights(tmp_path_factory.mktemp("clip") / "tiny.npz", TINY)
+def tiny_path(tmp_path_factory, tiny_clip_arch):
+    return save_random_clip_weights(tmp_path_factory.mktemp("clip") / "tiny.npz", tiny_clip_arch)
 
 
-def test_random_clip_embeds_and_scores(tiny_path):
+def test_random_clip_embeds_and_scores(tiny_path, tiny_clip_arch):
     clip = load_clip(tiny_path)
     images = np.random.default_rng(0).uniform(-1, 1, (5, 24, 24, 3)).astype(np.float32)  # resized to 16
     captions = ["a cat", "a dog", "a photo of a truck", "x", "a much longer caption than twelve tokens"]
     features = clip.fid_features(images, batch_size=2)
-    assert features.shape == (5, TINY.embed_dim) and np.isfinite(features).all()
+    assert features.shape == (5, tiny_clip_arch.embed_dim) and np.isfinite(features).all()
     np.testing.assert_allclose(np.linalg.norm(clip.image_features(images), axis=1), 1.0, rtol=1e-6)
     score, per_example = clip.clip_score(images, captions, return_per_example=True)
     assert per_example.shape == (5,) and np.all(np.abs(per_example) <= 1) and score == pytest.approx(per_example.mean())
@@ -174,8 +169,8 @@ def test_an_inception_file_is_not_a_clip(tmp_path):
     assert "convert-weights clip" in _one_line(exc)
 
 
-def test_weights_of_another_architecture_name_the_key(tmp_path):
-    path = save_random_clip_weights(tmp_path / "wider.npz", dataclasses.replace(TINY, text_width=128))
+def test_weights_of_another_architecture_name_the_key(tmp_path, tiny_clip_arch):
+    path = save_random_clip_weights(tmp_path / "wider.npz", dataclasses.replace(tiny_clip_arch, text_width=128))
     with np.load(path) as archive:
         arrays = dict(archive)
     arrays["__config__"] = np.array(re.sub(r'"text_width": 128', '"text_width": 64', str(arrays["__config__"])))
@@ -183,7 +178,7 @@ def test_weights_of_another_architecture_name_the_key(tmp_path):
     with pytest.raises(ClipWeightsError, match=re.escape("first: positional_embedding is (12, 128), expected (12, 64)")):
         load_clip(tmp_path / "mislabelled.npz")
 
-    arrays = dict(np.load(save_random_clip_weights(tmp_path / "ok.npz", TINY)))
+    arrays = dict(np.load(save_random_clip_weights(tmp_path / "ok.npz", tiny_clip_arch)))
     arrays["visual.attnpool.k_proj.weight"] = np.zeros((4, 4), np.float32)  # e.g. a ResNet CLIP's attention pool
     np.savez(tmp_path / "resnet.npz", **arrays)
     with pytest.raises(ClipWeightsError, match=r"another architecture .*visual.attnpool.k_proj.weight") as excinfo:
@@ -191,7 +186,7 @@ def test_weights_of_another_architecture_name_the_key(tmp_path):
     _one_line(excinfo)
 
 
-def test_tokenizer_vocabulary_must_fit_the_embedding(tmp_path):
-    path = save_random_clip_weights(tmp_path / "bpe.npz", TINY, bpe_gz=gzip.compress(b"#version: 0.2\na b\n"))
+def test_tokenizer_vocabulary_must_fit_the_embedding(tmp_path, tiny_clip_arch):
+    path = save_random_clip_weights(tmp_path / "bpe.npz", tiny_clip_arch, bpe_gz=gzip.compress(b"#version: 0.2\na b\n"))
     with pytest.raises(ClipWeightsError, match="515 tokens but token_embedding.weight has 514"):
         load_clip(path)

@@ -31,6 +31,8 @@ from trajbench.data.synthetic import (
     plural,
 )
 
+from fixtures_data import CIFAR_LABELS as LABELS
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -424,28 +426,9 @@ def test_folder_errors(tmp_path):
 
 
 # ---- CIFAR-10 loader ---------------------------------------------------------------------------------
-LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def _write_cifar(root, per_batch=6, n_test=20):
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    batches = {}
-    for name, n in [(f"data_batch_{k}", per_batch) for k in range(1, 6)] + [("test_batch", n_test)]:
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=n)]
-        with open(root / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [b"x.png"] * n}, f)
-        batches[name] = (data, labels)
-    with open(root / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [s.encode() for s in LABELS], b"num_vis": 3072}, f)
-    return batches
-
-
-def test_cifar10_loader(tmp_path):
+def test_cifar10_loader(tmp_path, cifar_folder):
     root = tmp_path / "cifar-10-batches-py"
-    batches = _write_cifar(root)
+    batches = cifar_folder(root)
     ds = get_dataset(f"cifar10:{root}")
     assert ds.split_size("train") == 30
     assert [ds.split_size(s) for s in ("val", "reference", "evaluator")] == [2, 10, 8]
@@ -479,21 +462,21 @@ def test_cifar10_loader(tmp_path):
         get_dataset(f"cifar10:{root}", sizes={"reference": 30})
 
 
-def test_cifar10_errors(tmp_path):
+def test_cifar10_errors(tmp_path, cifar_folder):
     missing = tmp_path / "nothing"
     with pytest.raises(DatasetError) as info:
         get_dataset(f"cifar10:{missing}")
     assert str(missing) in str(info.value) and "cifar-10-python.tar.gz" in str(info.value)
     root = tmp_path / "cifar"
-    _write_cifar(root)
+    cifar_folder(root)
     (root / "test_batch").unlink()
     with pytest.raises(DatasetError, match="test_batch"):
         get_dataset(f"cifar10:{root}")
-    _write_cifar(root)
+    cifar_folder(root)
     (root / "data_batch_3").write_bytes(b"this is not a pickle")
     with pytest.raises(DatasetError, match=r"malformed CIFAR-10 file .*data_batch_3"):
         get_dataset(f"cifar10:{root}")
-    _write_cifar(root)
+    cifar_folder(root)
     with open(root / "data_batch_1", "wb") as f:
         pickle.dump({b"data": np.zeros((4, 100), np.uint8), b"labels": [0] * 4}, f)
     with pytest.raises(DatasetError, match="3072"):

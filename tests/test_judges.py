@@ -12,19 +12,17 @@ import pytest
 
 from trajbench.cli import main
 from trajbench.grid import METRIC_COLUMNS, GridLayout, check_recipe, read_metrics
-from trajbench.metrics.clip import ClipArch, save_random_clip_weights
+from trajbench.metrics.clip import save_random_clip_weights
 from trajbench.metrics.judges import JudgeChoiceError, identity, resolve_choice
 from trajbench.spec import SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "experiments" / "smoke.toml"
-TINY = ClipArch("tiny", embed_dim=16, image_size=16, patch_size=8, vision_width=64, vision_layers=1,
-                context_length=12, vocab_size=514, text_width=64, text_layers=1)
 
 
 @pytest.fixture(scope="module")
-def clip_file(tmp_path_factory):
-    return save_random_clip_weights(tmp_path_factory.mktemp("judges") / "tiny-clip.npz", TINY)
+def clip_file(tmp_path_factory, tiny_clip_arch):
+    return save_random_clip_weights(tmp_path_factory.mktemp("judges") / "tiny-clip.npz", tiny_clip_arch)
 
 
 def test_choices_expand_variables_and_take_the_first_usable_entry(monkeypatch, tmp_path):
@@ -43,13 +41,13 @@ def test_choices_expand_variables_and_take_the_first_usable_entry(monkeypatch, t
             resolve_choice(bad, role)
 
 
-def test_identity_is_the_content_not_the_path(clip_file, tmp_path):
+def test_identity_is_the_content_not_the_path(clip_file, tiny_clip_arch, tmp_path):
     moved = tmp_path / "elsewhere.npz"
     shutil.copy(clip_file, moved)
     first = identity(f"clip:{clip_file}", "clip_score")
     assert first.startswith("clip:tiny:") and len(first) == len("clip:tiny:") + 16
     assert identity(f"clip:{moved}", "features") == first
-    save_random_clip_weights(moved, TINY, seed=1)
+    save_random_clip_weights(moved, tiny_clip_arch, seed=1)
     assert identity(f"clip:{moved}", "features") != first
     with pytest.raises(FileNotFoundError, match="nothing.npz; convert them once with: trajbench convert-weights"):
         identity(f"inception:{tmp_path / 'nothing.npz'}", "features")
@@ -82,11 +80,9 @@ def test_bad_judges_in_a_spec_are_one_line_errors(capsys):
     assert "\n" not in error
 
 
-def test_cifar10_spec_scores_with_inception_when_its_variable_is_set(monkeypatch, capsys, tmp_path):
-    from test_data import _write_cifar
-
+def test_cifar10_spec_scores_with_inception_when_its_variable_is_set(monkeypatch, capsys, tmp_path, cifar_folder):
     spec = ROOT / "experiments" / "cifar10.toml"
-    _write_cifar(tmp_path / "cifar")  # the spec's data folder must exist when it loads
+    cifar_folder(tmp_path / "cifar")  # the spec's data folder must exist when it loads
     here = [f'datasets=["cifar10:{tmp_path / "cifar"}"]']
     monkeypatch.delenv("TRAJBENCH_INCEPTION", raising=False)
     assert load_spec(spec, here).eval.features == "inhouse"

@@ -11,24 +11,25 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from test_train import assert_same_metrics, assert_same_params, best_params, metrics, tiny
 from trajbench import train as train_module
 from trajbench.run.config import RunError
 from trajbench.train import train, train_together
+
+from run_helpers import assert_same_metrics, assert_same_params, best_params, metrics
 
 VARIANTS = ["rf/lognorm(0.00, 1.00)", "rf/lognorm(0.50, 0.60)", "rf/lognorm(-0.50, 1.00)"]
 
 
 @pytest.fixture(scope="module")
-def solo_runs(tmp_path_factory):
+def solo_runs(tmp_path_factory, tiny_run):
     root = tmp_path_factory.mktemp("solo")
     for k, name in enumerate(VARIANTS):
-        train(tiny(20, name), root / str(k), progress=False)
+        train(tiny_run(20, name), root / str(k), progress=False)
     return root
 
 
-def test_runs_trained_together_equal_their_solo_runs(solo_runs, tmp_path):
-    configs = [tiny(20, name) for name in VARIANTS]
+def test_runs_trained_together_equal_their_solo_runs(solo_runs, tmp_path, tiny_run):
+    configs = [tiny_run(20, name) for name in VARIANTS]
     results = train_together(configs, [tmp_path / str(k) for k in range(len(VARIANTS))], progress=False)
     assert all(r["complete"] for r in results)
     for k in range(len(VARIANTS)):
@@ -39,7 +40,7 @@ def test_runs_trained_together_equal_their_solo_runs(solo_runs, tmp_path):
     assert [r["wall_seconds"] for r in again] == [r["wall_seconds"] for r in results]
 
 
-def test_a_diverging_lane_stops_alone(solo_runs, tmp_path, monkeypatch):
+def test_a_diverging_lane_stops_alone(solo_runs, tmp_path, monkeypatch, tiny_run):
     """Lane 1's density parameter is made NaN: its loss is NaN from the first step, the other lanes go on."""
     stack = train_module.stack_formulations
 
@@ -48,7 +49,7 @@ def test_a_diverging_lane_stops_alone(solo_runs, tmp_path, monkeypatch):
         return jax.tree.map(lambda leaf: leaf.at[1].set(jnp.nan), stacked)
 
     monkeypatch.setattr(train_module, "stack_formulations", poisoned)
-    configs = [tiny(20, name) for name in VARIANTS]
+    configs = [tiny_run(20, name) for name in VARIANTS]
     results = train_together(configs, [tmp_path / str(k) for k in range(len(VARIANTS))], progress=False)
     assert isinstance(results[1], RunError) and "loss became nan" in str(results[1])
     assert not (tmp_path / "1" / "done.json").exists()
@@ -57,18 +58,18 @@ def test_a_diverging_lane_stops_alone(solo_runs, tmp_path, monkeypatch):
         assert_same_metrics(metrics(tmp_path / str(k)), metrics(solo_runs / str(k)), rel=1e-4)
 
 
-def test_only_one_family_with_one_recipe_stacks(tmp_path):
+def test_only_one_family_with_one_recipe_stacks(tmp_path, tiny_run):
     with pytest.raises(RunError, match="not one family"):
-        train_together([tiny(5, "rf"), tiny(5, "eps/linear")], [tmp_path / "a", tmp_path / "b"], progress=False)
+        train_together([tiny_run(5, "rf"), tiny_run(5, "eps/linear")], [tmp_path / "a", tmp_path / "b"], progress=False)
     with pytest.raises(RunError, match="differ only in their formulation"):
-        train_together([tiny(5, VARIANTS[0]), tiny(6, VARIANTS[1])], [tmp_path / "c", tmp_path / "d"],
+        train_together([tiny_run(5, VARIANTS[0]), tiny_run(6, VARIANTS[1])], [tmp_path / "c", tmp_path / "d"],
                        progress=False)
 
 
 SHARDED = """
 import json, sys
 import jax
-from test_train import tiny
+from fixtures_data import tiny_config as tiny
 from trajbench.run.trainer import Trainer
 from trajbench.train import train_together
 names = {names!r}
