@@ -4,9 +4,9 @@
     Class-conditional images of one object, captioned exactly ``"a photo of a <class name>"``. The ten
     classes are shapes that stay recognisable at 16x16: circle, square, triangle, star, ring, cross, heart,
     diamond (a tall rhombus), crescent and arrow. Inside a class everything else varies: the object's
-    colour (any hue, saturation 0.5-1) and a light shading across it, its position, size (42-78% of the
-    image), rotation (free for rotation-invariant-looking classes, within +-20-25 degrees for square, cross,
-    heart and diamond so that they never turn into one another), and the background (a tinted two-colour
+    colour (any hue, saturation 0.5-1) and a light shading across it, its position, size (55-85% of the
+    image), rotation (free for rotation-invariant-looking classes, within +-20-30 degrees for square, triangle,
+    cross, heart and diamond so that they never turn into one another), and the background (a tinted two-colour
     gradient with optional light stripes or checker texture; its brightness is chosen to contrast with
     the object by at least 0.3 in luma). Item ``i`` has class ``i % num_classes`` (balanced classes).
 
@@ -45,7 +45,6 @@ from trajbench.data.base import SPLITS, Dataset, DatasetError, check_resolution,
 from trajbench.data.base import words_of
 from trajbench.data.render import LUMA, SHAPE_NAMES, Scenes, hsv_to_rgb, item_uniforms, render, rotated_bbox
 
-GENERATOR_VERSION = 1  # bump when any rendering or sampling rule changes (invalidates caches via spec())
 DEFAULT_SIZES = {"train": 50_000, "val": 1_000, "reference": 2_000, "evaluator": 10_000}
 _CHUNK_PIXELS = 1 << 18  # render in chunks of about this many pixels (cache friendly, bounded memory)
 
@@ -55,6 +54,7 @@ class GeneratedDataset(Dataset):
 
     name = ""
     EXTRA_OPTIONS: tuple[str, ...] = ()
+    VERSION = 1  # the generator's version: bump when a rendering or sampling rule changes (new items, new caches)
 
     def __init__(self, *, resolution: int = 32, seed: int = 0, sizes: dict | None = None, **size_options):
         self.resolution = check_resolution(resolution)
@@ -69,7 +69,7 @@ class GeneratedDataset(Dataset):
                 )
             sizes[option[: -len("_size")]] = value
         self._sizes = check_sizes(sizes, DEFAULT_SIZES)
-        self._keys = {split: stable_key("trajbench.data", GENERATOR_VERSION, self.name, self.seed, split)
+        self._keys = {split: stable_key("trajbench.data", self.VERSION, self.name, self.seed, split)
                       for split in SPLITS}
 
     # subclasses: sample(split, idx) -> (Scenes, meta dict of numpy arrays)
@@ -103,7 +103,7 @@ class GeneratedDataset(Dataset):
         return {
             "name": self.name,
             "kind": "generated",
-            "version": GENERATOR_VERSION,
+            "version": self.VERSION,
             "resolution": self.resolution,
             "seed": self.seed,
             "splits": dict(self._sizes),
@@ -126,7 +126,7 @@ def _bbox01(shape_ids, cx, cy, r, rot):
 IMAGENET_CLASSES: tuple[str, ...] = (
     "circle", "square", "triangle", "star", "ring", "cross", "heart", "diamond", "crescent", "arrow",
 )
-_MAX_ROTATION_DEG = {"square": 20, "cross": 20, "heart": 25, "diamond": 20}  # others: any rotation
+_MAX_ROTATION_DEG = {"square": 20, "triangle": 30, "cross": 20, "heart": 25, "diamond": 20}  # others: any rotation
 IMAGENET_TEMPLATE = "a photo of a {}"
 BACKGROUND_KINDS = ("plain", "stripes", "checker")
 
@@ -139,6 +139,7 @@ class SynthImageNet(GeneratedDataset):
     """
 
     name = "synth-imagenet"
+    VERSION = 2  # 2: objects 55-85 % of the image (was 42-78 %), triangles within +-30 degrees (was free)
     EXTRA_OPTIONS = ("num_classes",)
     N_UNIFORMS = 24
 
@@ -164,7 +165,7 @@ class SynthImageNet(GeneratedDataset):
         n = idx.size
         u = self.uniforms(split, idx, self.N_UNIFORMS)
         cls = idx % self.num_classes
-        r = 0.42 + 0.36 * u[:, 1]
+        r = 0.55 + 0.30 * u[:, 1]
         lim = np.maximum(0.96 - r, 0.0)
         cx = (2 * u[:, 2] - 1) * lim
         cy = (2 * u[:, 3] - 1) * lim
