@@ -64,6 +64,10 @@ class EvalSpec:
     control_weights: tuple[str, ...] = ("ema",)
     baseline_steps: int = 1  # every (guidance, protocol) also scored at this many steps (0: none); not ranked
     step_axis_samples: int = 32  # prompts per setting for the distance to an accurate solve (0: not measured)
+    # held-out real images scored under each disturbance (the evaluator's sensitivity, `trajbench validate`): a
+    # property of the evaluator, measured on more images than `samples` because FID's small-sample bias hides a
+    # 1 px blur at 128 (results/README.md, "Calibration for validity")
+    sensitivity_samples: int = 512
     classifier: dict = field(default_factory=dict)  # overrides of the recognisability classifier's config
     # who judges (trajbench.metrics.judges): "inhouse" | "inception:PATH" | "clip:PATH" (features of FID / KID),
     # "inhouse" | "clip:PATH" (CLIP score); $VARIABLES are expanded, and of a list the first usable entry is taken
@@ -340,6 +344,7 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
     except JudgeChoiceError as error:
         raise SpecError(f"[eval] {error}") from None
     for field_name, least in (("baseline_steps", 0), ("step_axis_samples", 0), ("samples", 1), ("n_boot", 1),
+                              ("sensitivity_samples", 2),
                               ("grid_images", 0)):
         value = getattr(evaluation, field_name)
         if value < least:
