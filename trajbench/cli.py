@@ -595,7 +595,8 @@ def enable_compilation_cache() -> None:
     """Keep compiled XLA programs on disk (``$JAX_COMPILATION_CACHE_DIR``, else ``$TRAJBENCH_CACHE/xla``, else
     ``~/.cache/trajbench/xla``), so the cells of a grid and a resumed run do not compile the same step again.
     Every program is kept, not only those over jax's default 1 s of compile time: a run's dozens of small
-    programs (initialisation, validation, EMA, sampling) otherwise cost about 15 s of compiling per process.
+    programs (initialisation, validation, EMA, sampling) otherwise compile again in every process
+    (measured in benchmarks/README.md).
     Before jax is imported this only sets the environment jax reads (so commands that never need jax stay fast)."""
     import os
 

@@ -440,8 +440,7 @@ def inception_fid(images_a, images_b, inception: InceptionFeatures, *, dims: int
                   batch_size: int = 64) -> float:
     """FID between two image sets ``[N, H, W, 3]`` in [-1, 1] on ``inception``'s features (pool3 for the
     default ``dims=2048``), by :func:`trajbench.metrics.stats.frechet_distance`.  Either set may instead be
-    precomputed ``(mu, sigma)`` statistics (e.g. a cached reference set).  The 2048x2048 matrix square root
-    takes tens of seconds on a small CPU."""
+    precomputed ``(mu, sigma)`` statistics (e.g. a cached reference set)."""
 
     def side(images):
         return tuple(images) if isinstance(images, tuple) else inception(images, batch_size, dims=dims)

@@ -91,10 +91,10 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # seconds on a laptop CPU: a falling loss, not a good model
+    # the smallest useful run: a falling loss, not a good model
     "smoke": dict(resolution=16, depth=2, width=64, heads=2, patch_size=4, batch_size=32, steps=400, lr=1e-3,
                   warmup_steps=50, ema_decay=0.99, train_examples=4096, val_examples=128, eval_every=100),
-    # minutes on a laptop CPU
+    # a small model on 16 px latents (whose cost per cell benchmarks/README.md records)
     "quick": dict(resolution=16, depth=3, width=96, heads=3, patch_size=2, batch_size=64, steps=2000, lr=1e-3,
                   warmup_steps=100, ema_decay=0.995, train_examples=16384, val_examples=256, eval_every=250),
     # the paper's recipe at small scale (lr 1e-4 with 1000 warm-up steps, EMA 0.99 every 100 steps)
