@@ -1,6 +1,7 @@
 """trajbench speed benchmark: training and sampling throughput against diffusers, MFU, multi-variant training.
 
-    .venv/bin/python benchmarks/bench.py [--preset smoke|quick|both] [--quick-check]
+    .venv/bin/python benchmarks/bench.py [--preset smoke|quick|both|study-cell] [--quick-check]
+    .venv/bin/python benchmarks/bench.py --preset study-cell [--spec experiments/quick.toml] [--set train.depth=4 ...]
 
 Prints ONE JSON object on stdout (progress goes to stderr). Every figure is measured in this process, on this
 machine, with the two sides of a comparison timed in alternation (A B A B ...) after their warm-up calls; a
@@ -19,6 +20,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -36,7 +38,8 @@ from trajbench.formulations import get as get_formulation
 from trajbench.models.mmdit import count_params, forward_flops
 from trajbench.samplers import for_sampling, jit_generate
 from trajbench.run.build import build_text_encoders
-from trajbench.run.config import model_config, resolve_config
+from trajbench.run.config import data_shape, model_config, resolve_config
+from trajbench.spec import Cell, load_spec
 from trajbench.run.trainer import Trainer, stack_formulations
 
 FORMULATION = "rf/lognorm(0.00, 1.00)"
@@ -47,6 +50,8 @@ GUIDANCE = 2.0
 POOL_SIZE = 2048  # examples in the in-memory training pool (step cost does not depend on it)
 PEAK_SIZES = (512, 1024, 2048)
 IN_ROUND_PEAK_SIZE = PEAK_SIZES[-1]  # the matmul timed beside the training steps, for the MFU
+STUDY_CELL = "study-cell"
+STUDY_SPEC = "experiments/quick.toml"
 TARGETS = {"train_ratio_vs_diffusers": 1.5, "mfu": 0.35, "sample_ratio_vs_diffusers": 3.0,
            "multivariant_speedup": 1.5}
 
@@ -160,7 +165,21 @@ def with_threads(side: Workload, threads: int) -> Workload:
 # ---- configurations and inputs ---------------------------------------------------------------------------
 
 
+_study: dict = {}  # the study cell's spec and config, set by use_study_cell()
+
+
+def use_study_cell(spec_path: str, overrides=()) -> None:
+    """Make ``study-cell`` the training config of the spec's ``rf/lognorm(0.00, 1.00)`` cell on its first dataset
+    and seed (``[train]``, its dataset table, then ``overrides`` such as ``train.depth=4``)."""
+    spec = load_spec(spec_path, overrides)
+    cell = Cell(FORMULATION, spec.datasets[0], spec.seeds[0])
+    _study.update(spec=spec, cell=cell, config=spec.train_config(cell))
+
+
 def preset_config(preset: str, formulation: str = FORMULATION):
+    """The training config of a trajbench preset (``smoke``, ``quick``) or of the study cell."""
+    if preset == STUDY_CELL:
+        return dataclasses.replace(_study["config"], formulation=formulation)
     return resolve_config(preset, formulation=formulation, dataset=DATASET)
 
 
@@ -175,12 +194,12 @@ def describe(preset: str) -> dict:
 
 
 def random_pool(config, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Examples of the right shapes (images [N, R, R, 3] in [-1, 1], Gaussian text features as the run's text
+    """Examples of the right shapes (what the model denoises, images [N, R, R, 3] or latents, in [-1, 1]; Gaussian text features as the run's text
     encoders shape them): speed does not depend on content, and rendering and encoding a real pool would only
     add set-up time."""
     rng = np.random.default_rng(seed)
-    r, text = config.resolution, build_text_encoders(config)
-    pool = {"images": rng.uniform(-1, 1, (size, r, r, 3)),
+    text = build_text_encoders(config)
+    pool = {"images": rng.uniform(-1, 1, (size,) + data_shape(config)),
             "tokens": rng.standard_normal((size, text.num_tokens, text.token_dim)),
             "pooled": rng.standard_normal((size, text.pooled_dim))}
     return {k: v.astype(np.float32) for k, v in pool.items()}
@@ -197,7 +216,8 @@ def diffusers_model(config) -> SD3Transformer2DModel:
     mc = model_config(config)
     torch.manual_seed(config.seed)
     return SD3Transformer2DModel(
-        sample_size=mc.image_size, patch_size=mc.patch_size, in_channels=3, out_channels=3, num_layers=mc.depth,
+        sample_size=mc.image_size, patch_size=mc.patch_size, in_channels=mc.channels, out_channels=mc.channels,
+        num_layers=mc.depth,
         attention_head_dim=mc.head_size, num_attention_heads=mc.num_heads, joint_attention_dim=mc.text_dim,
         caption_projection_dim=mc.hidden_size, pooled_projection_dim=mc.pooled_dim,
         pos_embed_max_size=mc.image_size // mc.patch_size, qk_norm="rms_norm")
@@ -284,13 +304,15 @@ def trajbench_sample(config, inputs: dict) -> Workload:
     network = jax.tree_util.Partial(trainer.model.apply, params)
     formulation = for_sampling(get_formulation(config.formulation))
     tokens, pooled = jnp.asarray(inputs["tokens"]), jnp.asarray(inputs["pooled"])
-    shape = (config.resolution, config.resolution, 3)
+    shape = data_shape(config)
+    x0_clip = 1.0 if config.latent_factor == 1 else None  # as SamplerSetting.x0_clip_for: latents are not clipped
     counter = iter(range(1 << 30))
 
     def sample():
         images, _ = jit_generate(formulation, network, tokens, pooled, jax.random.key(next(counter)),
                                  steps=SAMPLE_STEPS, guidance=GUIDANCE, solver="euler", coordinates="rf",
-                                 grid="uniform", image_shape=shape, x0_clip=1.0)
+                                 grid="uniform", image_shape=shape, x0_clip=x0_clip,
+                                 clip=config.latent_factor == 1)
         return images
 
     return Workload(repeat(sample, jax.block_until_ready), tokens.shape[0], count_params(params))
@@ -305,12 +327,12 @@ def diffusers_sample(config, inputs: dict) -> Workload:
     tokens, pooled = torch.from_numpy(inputs["tokens"]), torch.from_numpy(inputs["pooled"])
     both_tokens = torch.cat([tokens, torch.zeros_like(tokens)])
     both_pooled = torch.cat([pooled, torch.zeros_like(pooled)])
-    batch, r = tokens.shape[0], config.resolution
+    batch, (h, w, channels) = tokens.shape[0], data_shape(config)
 
     def sample():
         scheduler.set_timesteps(SAMPLE_STEPS)
         with torch.inference_mode():
-            latents = torch.randn(batch, 3, r, r)
+            latents = torch.randn(batch, channels, h, w)
             for t in scheduler.timesteps:
                 out = model(hidden_states=torch.cat([latents, latents]), timestep=t.expand(2 * batch),
                             encoder_hidden_states=both_tokens, pooled_projections=both_pooled, return_dict=False)[0]
@@ -433,6 +455,70 @@ def multivariant(preset: str, budget: Budget) -> dict:
             "end_to_end_seconds": whole_run, "variants": list(names), **timing}
 
 
+def cell_cost(train: dict, quick_check: bool) -> dict:
+    """Wall time of one whole study cell (train + score) and cells per hour, from measured parts:
+
+    * ``setup``: ``trajbench.train.train`` of the cell for 2 steps in a fresh folder (data, text encoding, the
+      autoencoder's latents, compilation, the validation losses, checkpoints), timed as a whole;
+    * ``training``: the remaining ``steps - 2`` at the steady step time of the training comparison;
+    * ``scoring``: ``evaluate_run`` on that 2-step run with the spec's scored (weights, setting) pairs, samples
+      and step axis, as a grid cell calls it, timed as a whole (sampling does not depend on the weights' values).
+      Its rows split it into sampling, the step axis (the N-step solves again on K prompts plus the accurate
+      Dopri5 reference solve) and judging (FID features, CLIP score, the recognisability classifier,
+      bootstrap); the classifier's own pass is timed apart on one setting's images.
+
+    ``quick_check`` scores 2 pairs on 16 samples and a step axis of 4 prompts: it only checks that this runs."""
+    from trajbench.evaluate import Judges, evaluate_run, evaluation_dataset, generate_images
+    from trajbench.run.load import load_run
+    from trajbench.train import train as train_run
+
+    spec, config = _study["spec"], _study["config"]
+    ev = spec.eval
+    pairs = [(w, s) for w, s, _ in ev.scored()]
+    samples, step_axis = ev.samples, ev.step_axis_samples
+    if quick_check:
+        pairs, samples, step_axis = pairs[:2], 16, min(step_axis, 4)
+    judge_configs = {"evaluator_config": dict(ev.evaluator) or None, "geneval_config": dict(ev.geneval) or None,
+                     "classifier_config": dict(ev.classifier) or None}
+    with tempfile.TemporaryDirectory() as folder:
+        run_dir = os.path.join(folder, "run")
+        log(f"cell: training {run_dir} for 2 steps (set-up and compilation)")
+        started = time.perf_counter()
+        train_run(dataclasses.replace(config, steps=2, eval_every=2), run_dir, progress=False)
+        setup = time.perf_counter() - started
+        log(f"cell: scoring {len(pairs)} (weights, setting) pairs on {samples} samples, step axis {step_axis}")
+        started = time.perf_counter()
+        rows = evaluate_run(run_dir, pairs=pairs, num_samples=samples, checkpoint=ev.checkpoint, seed=ev.seed,
+                            n_boot=ev.n_boot, step_axis_samples=step_axis, features=ev.features,
+                            clip_score=ev.clip_score, **judge_configs)
+        scoring = time.perf_counter() - started
+        run = load_run(run_dir, ev.checkpoint)
+        judges = Judges(evaluation_dataset(run.config), features=ev.features, clip_score=ev.clip_score,
+                        **judge_configs)
+        classifier = None
+        if judges.classifier is not None:
+            prompts = judges.prompts("val", samples)
+            tokens, pooled = run.text_encoders.encode(prompts["captions"])
+            images, _ = generate_images(run, pairs[0][0], pairs[0][1], tokens, pooled, seed=ev.seed)
+            judges.classifier.predict(images)  # compiled
+            started = time.perf_counter()
+            judges.classifier.predict(images)
+            classifier = (time.perf_counter() - started) * len(rows)
+    sampling = sum(row["sample_seconds"] for row in rows)
+    step_axis_seconds = sum(row.get("step_axis_seconds", 0.0) for row in rows)
+    training = (config.steps - 2) * train["trajbench"]["seconds"]
+    total = setup + training + scoring
+    parts = {"setup": setup, "training": training, "scoring": scoring}
+    scoring_parts = {"sampling": sampling, "step_axis": step_axis_seconds,
+                     "judging": scoring - sampling - step_axis_seconds, "classifier_pass": classifier}
+    log(f"cell: {total / 60:.1f} min ({', '.join(f'{k} {v / 60:.1f}' for k, v in parts.items())}), "
+        f"{3600 / total:.2f} cells per hour")
+    return {"seconds": total, "cells_per_hour": 3600 / total, "parts": parts, "scoring_parts": scoring_parts,
+            "share_of_cell": {k: (v or 0.0) / total for k, v in {**parts, **scoring_parts}.items()},
+            "steps": config.steps, "batch": config.batch_size, "pairs": len(pairs), "samples": samples,
+            "step_axis_samples": step_axis, "spec": spec.source, "cell": _study["cell"].key}
+
+
 # ---- the report -------------------------------------------------------------------------------------------
 
 
@@ -475,6 +561,7 @@ def run_all(presets: list[str], budget: Budget, quick_check: bool) -> dict:
     peak_end = matmul_peak(budget)
     peak = max(peak_start, peak_end, key=lambda p: p["flops"])
     utilisation = {p: mfu(p, train[p], peak) for p in presets}
+    cell = cell_cost(train[STUDY_CELL], quick_check) if STUDY_CELL in presets else None
     report |= {
         "train_ratio_vs_diffusers": {p: train[p]["ratio"] for p in presets},
         "mfu": {p: utilisation[p]["mfu"] for p in presets},
@@ -483,10 +570,12 @@ def run_all(presets: list[str], budget: Budget, quick_check: bool) -> dict:
         "multivariant_end_to_end_speedup": {p: variants[p]["end_to_end_speedup"] for p in presets},
         "targets": TARGETS,
     }
+    if cell is not None:
+        report["cell_seconds"], report["cells_per_hour"] = cell["seconds"], cell["cells_per_hour"]
     report["targets_met"] = {name: all(v >= target for v in report[name].values())
                              for name, target in TARGETS.items()}
     report |= {
-        "train": train, "mfu_detail": utilisation, "sample": sample, "multivariant": variants,
+        "train": train, "mfu_detail": utilisation, "sample": sample, "multivariant": variants, "cell": cell,
         "matmul_peak": {**peak, "start_gflops": peak_start["gflops"], "end_gflops": peak_end["gflops"]},
         "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "wall_seconds": time.perf_counter() - started,
@@ -496,8 +585,14 @@ def run_all(presets: list[str], budget: Budget, quick_check: bool) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=("smoke", "quick", "both"), default=None,
-                        help="presets to measure (default: both; smoke with --quick-check)")
+    parser.add_argument("--preset", choices=("smoke", "quick", "both", STUDY_CELL), default=None,
+                        help="presets to measure (default: both = smoke and quick; smoke with --quick-check); "
+                             f"{STUDY_CELL}: the rf/lognorm(0.00, 1.00) cell of --spec, plus its whole-cell wall time")
+    parser.add_argument("--spec", default=STUDY_SPEC, help=f"the study whose cell {STUDY_CELL} measures "
+                        f"(default: {STUDY_SPEC})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a value of --spec for {STUDY_CELL}, as in `trajbench grid run --set`, "
+                             "e.g. train.depth=4 (repeatable)")
     parser.add_argument("--quick-check", action="store_true",
                         help="one untimed and one timed call per side, sampling batch 8, 2 variants: checks that "
                              "everything runs (about 2 minutes for smoke); the figures mean nothing")
@@ -505,6 +600,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     preset = args.preset or ("smoke" if args.quick_check else "both")
     presets = ["smoke", "quick"] if preset == "both" else [preset]
+    if STUDY_CELL in presets:
+        use_study_cell(args.spec, args.overrides)
     report = run_all(presets, QUICK_CHECK if args.quick_check else FULL, args.quick_check)
     print(json.dumps(report, indent=1))
 
