@@ -9,10 +9,12 @@ from functools import lru_cache
 
 import numpy as np
 
-TRAIN_EFFICIENCY = 0.12
-"""Fraction of the matmul peak that a small-model training step reaches on a CPU (small matrices keep it well
-below the peak); a little under the MFU benchmarks/bench.py measures."""
-SAMPLE_EFFICIENCY = 0.12
+TRAIN_EFFICIENCY = 0.25
+"""Fraction of the matmul peak that a training step reaches on a CPU (small matrices keep it well below the peak);
+a little under the MFU that ``benchmarks/bench.py --preset study-cell`` measures at the specs' recipe."""
+SAMPLE_EFFICIENCY = 0.35
+"""The same for sampling and the step axis (forward passes only, on guidance-doubled batches); a little under what
+that benchmark's whole-cell scoring reaches."""
 COMPILE_SECONDS = 25.0
 """Compiling one recipe's programs (train step, validation, samplers) with a cold cache. Paid once per recipe and
 program key (``formulations.program_key``): cells that differ only in their formulation's parameters share one
