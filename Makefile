@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/trajbench demo --spec experiments/smoke.toml --out results/demo
+	$(BIN)/trajbench demo --out results/demo
 
 TEST_WORKERS ?= 2
 

@@ -36,7 +36,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from trajbench import estimate
 from trajbench.formulations import get as get_formulation
 from trajbench.models.mmdit import count_params, forward_flops
-from trajbench.samplers import for_sampling, jit_generate
+from trajbench.samplers import SamplerSetting, for_sampling, jit_generate
 from trajbench.run.build import build_text_encoders
 from trajbench.run.config import data_shape, model_config, resolve_config
 from trajbench.spec import Cell, load_spec
@@ -304,15 +304,14 @@ def trajbench_sample(config, inputs: dict) -> Workload:
     network = jax.tree_util.Partial(trainer.model.apply, params)
     formulation = for_sampling(get_formulation(config.formulation))
     tokens, pooled = jnp.asarray(inputs["tokens"]), jnp.asarray(inputs["pooled"])
-    shape = data_shape(config)
-    x0_clip = 1.0 if config.latent_factor == 1 else None  # as SamplerSetting.x0_clip_for: latents are not clipped
+    setting = SamplerSetting.parse(f"{SAMPLE_STEPS}x{GUIDANCE}")
     counter = iter(range(1 << 30))
 
     def sample():
         images, _ = jit_generate(formulation, network, tokens, pooled, jax.random.key(next(counter)),
-                                 steps=SAMPLE_STEPS, guidance=GUIDANCE, solver="euler", coordinates="rf",
-                                 grid="uniform", image_shape=shape, x0_clip=x0_clip,
-                                 clip=config.latent_factor == 1)
+                                 steps=setting.steps, guidance=setting.guidance, solver=setting.solver,
+                                 coordinates=setting.coordinates, grid=setting.grid, image_shape=data_shape(config),
+                                 x0_clip=setting.x0_clip_for(trainer), clip=trainer.autoencoder is None)
         return images
 
     return Workload(repeat(sample, jax.block_until_ready), tokens.shape[0], count_params(params))
@@ -465,21 +464,20 @@ def cell_cost(train: dict, quick_check: bool) -> dict:
       and step axis, as a grid cell calls it, timed as a whole (sampling does not depend on the weights' values).
       Its rows split it into sampling, the step axis (the N-step solves again on K prompts plus the accurate
       Dopri5 reference solve) and judging (FID features, CLIP score, the recognisability classifier,
-      bootstrap); the classifier's own pass is timed apart on one setting's images.
+      bootstrap); the classifier's own pass is timed apart on ``samples`` images per row.
 
     ``quick_check`` scores 2 pairs on 16 samples and a step axis of 4 prompts: it only checks that this runs."""
-    from trajbench.evaluate import Judges, evaluate_run, evaluation_dataset, generate_images
-    from trajbench.run.load import load_run
+    from trajbench.evaluate import Judges, evaluate_run, evaluation_dataset
     from trajbench.train import train as train_run
 
     spec, config = _study["spec"], _study["config"]
     ev = spec.eval
     pairs = [(w, s) for w, s, _ in ev.scored()]
-    samples, step_axis = ev.samples, ev.step_axis_samples
+    options = ev.run_options()
     if quick_check:
-        pairs, samples, step_axis = pairs[:2], 16, min(step_axis, 4)
-    judge_configs = {"evaluator_config": dict(ev.evaluator) or None, "geneval_config": dict(ev.geneval) or None,
-                     "classifier_config": dict(ev.classifier) or None}
+        pairs = pairs[:2]
+        options |= {"num_samples": 16, "step_axis_samples": min(ev.step_axis_samples, 4)}
+    samples, step_axis = options["num_samples"], options["step_axis_samples"]
     with tempfile.TemporaryDirectory() as folder:
         run_dir = os.path.join(folder, "run")
         log(f"cell: training {run_dir} for 2 steps (set-up and compilation)")
@@ -488,22 +486,17 @@ def cell_cost(train: dict, quick_check: bool) -> dict:
         setup = time.perf_counter() - started
         log(f"cell: scoring {len(pairs)} (weights, setting) pairs on {samples} samples, step axis {step_axis}")
         started = time.perf_counter()
-        rows = evaluate_run(run_dir, pairs=pairs, num_samples=samples, checkpoint=ev.checkpoint, seed=ev.seed,
-                            n_boot=ev.n_boot, step_axis_samples=step_axis, features=ev.features,
-                            clip_score=ev.clip_score, **judge_configs)
+        rows = evaluate_run(run_dir, pairs=pairs, **options)
         scoring = time.perf_counter() - started
-        run = load_run(run_dir, ev.checkpoint)
-        judges = Judges(evaluation_dataset(run.config), features=ev.features, clip_score=ev.clip_score,
-                        **judge_configs)
-        classifier = None
-        if judges.classifier is not None:
-            prompts = judges.prompts("val", samples)
-            tokens, pooled = run.text_encoders.encode(prompts["captions"])
-            images, _ = generate_images(run, pairs[0][0], pairs[0][1], tokens, pooled, seed=ev.seed)
-            judges.classifier.predict(images)  # compiled
-            started = time.perf_counter()
-            judges.classifier.predict(images)
-            classifier = (time.perf_counter() - started) * len(rows)
+    judges = Judges(evaluation_dataset(config), **ev.judge_options())
+    classifier = None
+    if judges.classifier is not None:  # its speed does not depend on the images' content
+        r = config.resolution
+        images = np.random.default_rng(0).uniform(-1, 1, (samples, r, r, 3)).astype(np.float32)
+        judges.classifier.predict(images)  # compiled
+        started = time.perf_counter()
+        judges.classifier.predict(images)
+        classifier = (time.perf_counter() - started) * len(rows)
     sampling = sum(row["sample_seconds"] for row in rows)
     step_axis_seconds = sum(row.get("step_axis_seconds", 0.0) for row in rows)
     training = (config.steps - 2) * train["trajbench"]["seconds"]

@@ -193,11 +193,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
     scored = {(row["weights"], row["setting"]) for row in read_eval_rows(folder)}
     pairs = [(w, s) for w, s, _ in ev.scored()]
     if {(w, s.label) for w, s in pairs} - scored:
-        evaluate_run(folder / "run", pairs=pairs, num_samples=ev.samples, checkpoint=ev.checkpoint, seed=ev.seed,
-                     n_boot=ev.n_boot, evaluator_config=dict(ev.evaluator) or None,
-                     geneval_config=dict(ev.geneval) or None, classifier_config=dict(ev.classifier) or None,
-                     skip=scored, step_axis_samples=ev.step_axis_samples, features=ev.features,
-                     clip_score=ev.clip_score,
+        evaluate_run(folder / "run", pairs=pairs, skip=scored, **ev.run_options(),
                      progress=lambda row: write_json_atomic(_eval_file(folder, row["weights"], row["setting"]), row))
     if ev.grid_images and not layout.sample_grid(cell).exists():
         write_sample_grid(spec, cell, layout)

@@ -82,6 +82,18 @@ class EvalSpec:
 
         return identities(self.features, self.clip_score)
 
+    def judge_options(self) -> dict:
+        """The keyword arguments of :class:`trajbench.evaluate.Judges` that this section sets."""
+        return {"evaluator_config": dict(self.evaluator) or None, "geneval_config": dict(self.geneval) or None,
+                "classifier_config": dict(self.classifier) or None, "features": self.features,
+                "clip_score": self.clip_score}
+
+    def run_options(self) -> dict:
+        """The keyword arguments of :func:`trajbench.evaluate.evaluate_run` that this section sets (besides which
+        pairs it scores, :meth:`scored`)."""
+        return {"num_samples": self.samples, "checkpoint": self.checkpoint, "seed": self.seed, "n_boot": self.n_boot,
+                "step_axis_samples": self.step_axis_samples, **self.judge_options()}
+
     def scored(self) -> list[tuple[str, "SamplerSetting", str]]:
         """Every (weights, setting, role) a cell is scored with: role ``ranked`` (Table 1), ``control`` (the
         control protocol's own Table 1) or ``baseline`` (the ``baseline_steps``-step sampler of each guidance

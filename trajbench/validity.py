@@ -131,8 +131,7 @@ def ensure_sensitivity(spec, root: Path, dataset: str, *, cache_dir=None) -> dic
             return stored
     config = spec.train_config(next(c for c in spec.cells() if c.dataset == dataset))
     judges = Judges(get_dataset(dataset, resolution=config.resolution, seed=EVALUATION_SEED), cache_dir=cache_dir,
-                    evaluator_config=dict(ev.evaluator) or None, geneval_config=dict(ev.geneval) or None,
-                    classifier_config=dict(ev.classifier) or None, features=ev.features, clip_score=ev.clip_score)
+                    **ev.judge_options())
     table = evaluator_sensitivity(judges, ev.sensitivity_samples, seed=ev.seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, table)
