@@ -164,7 +164,8 @@ def test_sigkilled_sharded_workers_end_with_the_uninterrupted_table(uninterrupte
                                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 workers[shard].deadline = time.time() + rng.uniform(3, 15)
             elif proc.poll() is not None:
-                assert proc.returncode == 0, proc.stderr.read()
+                assert proc.returncode == 0, proc.stderr.read() + "".join(
+                    f.read_text() for f in (tmp_path / "smoke" / "cells").rglob("failed.json"))
                 del workers[shard]
             elif budget[shard] and time.time() > proc.deadline:
                 os.kill(proc.pid, signal.SIGKILL)

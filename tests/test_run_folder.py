@@ -92,6 +92,43 @@ def test_a_start_that_never_reached_a_checkpoint_can_be_retried_with_a_corrected
     assert [r["step"] for r in strict_rows(out)] == [5, 10] and (out / "done.json").exists()
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+@pytest.mark.parametrize("moment", ["after the first best save", "between a checkpoint and best.json"])
+def test_a_kill_between_the_best_and_the_latest_checkpoint_resumes_to_the_same_run(
+        finished_run, tmp_path, tiny_run, monkeypatch, moment):
+    """The best checkpoint is saved before the step's checkpoint; a kill between the two (or before best.json
+    follows the checkpoint) must neither block the restart nor leave best.json naming a step it lacks."""
+    from trajbench.run import folder as run_folder
+    from trajbench.run.load import load_run
+    from run_helpers import assert_same_params, best_params
+
+    reference, summary = finished_run
+    run = tmp_path / "r"
+    if moment == "after the first best save":
+        def killed(self, step, state):
+            raise Killed()
+        monkeypatch.setattr(run_folder.RunFolder, "checkpoint", killed)
+    else:
+        def killed_when_writing(self):
+            if self.best["step"] is not None:
+                raise Killed()
+        monkeypatch.setattr(run_folder.RunFolder, "_write_best", killed_when_writing)
+    with pytest.raises(Killed):
+        train(tiny_run(), run, progress=False)
+    monkeypatch.undo()
+    assert not (run / "best.json").exists() and list((run / "best").iterdir())
+    assert bool(run_folder.checkpoint_steps(run)) == (moment != "after the first best save")
+    resumed = train(tiny_run(), run, progress=False)
+    assert resumed["complete"] and resumed["best"] == summary["best"]
+    assert json.loads((run / "best.json").read_text()) == json.loads((reference / "best.json").read_text())
+    assert_same_metrics(metrics(run), metrics(reference))
+    assert_same_params(best_params(run), best_params(reference))
+    assert load_run(run, "best").step == summary["best"]["step"]
+
+
 def test_ctrl_c_while_a_checkpoint_is_written_takes_effect_after_it():
     import threading
 

@@ -164,6 +164,8 @@ class RunFolder:
                 shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         check_run_folder(self.out, config)
         if not _reached_checkpoint(self.out):  # (re)start: the config is this one
+            # a start killed between its first best save and its first checkpoint left a best/ of its own
+            shutil.rmtree(self.out / "best", ignore_errors=True)
             self.out.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.out / "config.json", {"config": dataclasses.asdict(config),
                                                          "versions": package_versions()})
@@ -192,6 +194,7 @@ class RunFolder:
         state = fresh_state if restored is None else jax.device_put(restored, fresh_state["step"].sharding)
         self.start = int(state["step"])
         self.best = meta.get("best", {"step": None, "ema_val_loss": float("inf")})
+        self._write_best()  # a kill between a checkpoint and its best.json left an older one
         self.wall_before = float(meta.get("wall_seconds", 0.0))
         rows = [r for r in _read_jsonl(out / "metrics.jsonl") if r["step"] <= self.start]
         self.first_loss = rows[0]["loss"] if rows else None
@@ -227,7 +230,9 @@ class RunFolder:
                 "ema_val_loss_at_t": [round(float(v), 6) for v in ema]}
 
     def keep_best(self, step: int, row: dict, params_and_ema) -> None:
-        """Saves ``params_and_ema()`` as the best checkpoint when the row's EMA validation loss improves."""
+        """Saves ``params_and_ema()`` as the best checkpoint when the row's EMA validation loss improves;
+        ``best.json`` follows with the step's checkpoint (:meth:`checkpoint`), so it never names a step that a
+        resumed run would not have reached."""
         import orbax.checkpoint as ocp
 
         if row["ema_val_loss"] < self.best["ema_val_loss"]:
@@ -235,8 +240,6 @@ class RunFolder:
             if step not in self.best_manager.all_steps():
                 self.best_manager.save(step, args=ocp.args.StandardSave(params_and_ema()))
                 self.best_manager.wait_until_finished()
-            if self.is_main:
-                write_json_atomic(self.out / "best.json", self.best)
 
     def record(self, step: int, row: dict) -> None:
         if self.is_main:
@@ -253,6 +256,11 @@ class RunFolder:
         self.latest.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                        meta=ocp.args.JsonSave(meta)), force=True)
         self.latest.wait_until_finished()
+        self._write_best()
+
+    def _write_best(self) -> None:
+        if self.is_main and self.best.get("step") is not None:
+            write_json_atomic(self.out / "best.json", self.best)
 
     def close(self, last: int) -> dict:
         """Close the files; at the final step write ``done.json``. Returns the run's summary."""
