@@ -96,17 +96,39 @@ def write_results(root: Path, table: pd.DataFrame, sens: dict) -> None:
     path.write_text(json.dumps(sens))
 
 
+def test_a_grid_with_cells_still_to_score_fails_completeness():
+    from trajbench.spec import Cell
+
+    cells = [Cell(v, d, s) for d in ("synth-imagenet", "synth-cc12m") for v in VARIANTS for s in (0, 1)]
+    table = metrics_table()
+    partial = table[(table["variant"] != "rf") | (table["seed"] != 1)]
+    gates = check_gates(partial, {"synth-imagenet": sensitivity()}, 5.0, cells)
+    assert failing(gates) == ["cells scored / the spec's cells"] * 2
+    assert [g.dataset for g in gates if not g.passed] == ["synth-imagenet", "synth-cc12m"]
+    assert "5 of 6 cells; 1 not scored yet" in gates[0].line() and gates[0].value == pytest.approx(5 / 6)
+    assert [g.dataset for g in gates].count("synth-cc12m") == 1  # a dataset with no rows: that gate alone
+    whole = check_gates(table, {"synth-imagenet": sensitivity()}, 5.0, cells[:6])
+    assert not failing(whole) and whole[0].detail == "6 of 6 cells"
+
+
 def test_validate_exits_0_1_2(tmp_path, capsys):
+    spec_of_the_table = ["--set", "report.curve_guidance=5.0", "--set", "seeds=[0, 1]",
+                         "--set", "variants=" + json.dumps(VARIANTS)]
     write_results(tmp_path / "good", metrics_table(), sensitivity())
-    assert main(["validate", str(SMOKE), "--results", str(tmp_path / "good"), "--set", "report.curve_guidance=5.0"]) == 0
+    assert main(["validate", str(SMOKE), "--results", str(tmp_path / "good"), *spec_of_the_table]) == 0
     out = capsys.readouterr().out
-    assert "evaluator sensitivity, synth-imagenet" in out and "7 of 7 gates pass" in out
+    assert "evaluator sensitivity, synth-imagenet" in out and "8 of 8 gates pass" in out
     write_results(tmp_path / "bad", metrics_table(clip=0.5), sensitivity())
     with pytest.raises(SystemExit) as exit_:
-        main(["validate", str(SMOKE), "--results", str(tmp_path / "bad"), "--set", "report.curve_guidance=5.0"])
+        main(["validate", str(SMOKE), "--results", str(tmp_path / "bad"), *spec_of_the_table])
     assert exit_.value.code == 1
     out = capsys.readouterr().out
     assert "FAIL synth-imagenet: best-variant CLIP score = 0.5 (needs >= 0.65)" in out and "1 FAIL" in out
+    with pytest.raises(SystemExit) as exit_:  # the smoke spec's own cells: one variant and a seed not scored
+        main(["validate", str(SMOKE), "--results", str(tmp_path / "good"), "--set", "report.curve_guidance=5.0"])
+    assert exit_.value.code == 1
+    assert "FAIL synth-imagenet: cells scored / the spec's cells = 0.6667 (needs >= 1); 2 of 3 cells" in \
+        capsys.readouterr().out
     assert main(["validate", str(SMOKE), "--results", str(tmp_path / "none")]) == 2
     assert "run `trajbench grid run SPEC`" in capsys.readouterr().err
     assert main(["validate", str(tmp_path / "missing.toml")]) == 2

@@ -267,7 +267,7 @@ def _validity(spec, root: Path, metrics):
 
     datasets = list(dict.fromkeys(metrics["dataset"])) if len(metrics) else []
     sensitivities = {d: ensure_sensitivity(spec, root, d) for d in datasets}
-    return check_gates(metrics, sensitivities, spec.report.curve_guidance), sensitivities
+    return check_gates(metrics, sensitivities, spec.report.curve_guidance, spec.cells()), sensitivities
 
 
 def _validity_markdown(spec, root: Path, metrics) -> str:

@@ -24,7 +24,9 @@ Gates (:func:`check_gates`), per dataset, on the ranked protocol, EMA weights:
 * ``discrimination``: for FID and CLIP score in every ranked setting, the spread of the variants' seed means
   over the pooled seed-to-seed std >= 3 (needs >= 2 seeds);
 * ``evaluator``: the sensitivity table is monotone, and real images blurred by 1 px score an FID >= 10 x the
-  clean real images' FID.
+  clean real images' FID;
+* ``completeness`` (when the spec's cells are given): every cell of the spec on the dataset is in the table, so
+  gates over a grid still running do not pass on the cells that happen to be done.
 """
 
 from __future__ import annotations
@@ -259,11 +261,30 @@ def dataset_gates(metrics: pd.DataFrame, sensitivity: dict, dataset: str, curve_
     return gates
 
 
-def check_gates(metrics: pd.DataFrame, sensitivities: dict[str, dict], curve_guidance=None) -> list[Gate]:
+def completeness_gate(metrics: pd.DataFrame, cells, dataset: str) -> Gate:
+    """The share of the spec's ``cells`` (variant, dataset, seed) on ``dataset`` that the table holds."""
+    expected = {(c.variant, int(c.seed)) for c in cells if c.dataset == dataset}
+    rows = metrics[metrics["dataset"] == dataset]
+    scored = expected & {(v, int(s)) for v, s in zip(rows["variant"], rows["seed"])}
+    missing = len(expected) - len(scored)
+    return Gate(dataset, "cells scored / the spec's cells", len(scored) / len(expected) if expected else np.nan,
+                1.0, ">=", f"{len(scored)} of {len(expected)} cells" + (
+                    f"; {missing} not scored yet (`trajbench grid status SPEC` lists them)" if missing else ""))
+
+
+def check_gates(metrics: pd.DataFrame, sensitivities: dict[str, dict], curve_guidance=None, cells=None) -> list[Gate]:
+    """Every gate of every dataset in the table; with the spec's ``cells``, also each of their datasets'
+    completeness (a dataset with no rows yet gets that gate alone)."""
     if metrics.empty:
         raise ValidityError("the metrics table has no rows; run `trajbench grid run SPEC` first")
-    return [g for dataset in dict.fromkeys(metrics["dataset"])
-            for g in dataset_gates(metrics, sensitivities[dataset], dataset, curve_guidance)]
+    present = list(dict.fromkeys(metrics["dataset"]))
+    gates = []
+    for dataset in dict.fromkeys([c.dataset for c in cells or ()] + present):
+        if cells is not None:
+            gates.append(completeness_gate(metrics, cells, dataset))
+        if dataset in present:
+            gates += dataset_gates(metrics, sensitivities[dataset], dataset, curve_guidance)
+    return gates
 
 
 # ---- text -------------------------------------------------------------------------------------------------
