@@ -109,6 +109,9 @@ def test_a_grid_with_cells_still_to_score_fails_completeness():
     assert [g.dataset for g in gates].count("synth-cc12m") == 1  # a dataset with no rows: that gate alone
     whole = check_gates(table, {"synth-imagenet": sensitivity()}, 5.0, cells[:6])
     assert not failing(whole) and whole[0].detail == "6 of 6 cells"
+    foreign = check_gates(table, {"synth-imagenet": sensitivity()}, 5.0, cells[6:])
+    assert "the table is another spec's" in next(g.line() for g in foreign if g.dataset == "synth-imagenet"
+                                                 and g.name.startswith("cells"))
 
 
 def test_validate_exits_0_1_2(tmp_path, capsys):
