@@ -37,17 +37,15 @@ from trajbench import estimate
 from trajbench.formulations import get as get_formulation
 from trajbench.models.mmdit import count_params, forward_flops
 from trajbench.samplers import SamplerSetting, for_sampling, jit_generate
-from trajbench.run.build import build_text_encoders
 from trajbench.run.config import data_shape, model_config, resolve_config
-from trajbench.spec import Cell, load_spec
 from trajbench.run.trainer import Trainer, stack_formulations
 
-FORMULATION = "rf/lognorm(0.00, 1.00)"
+from study_cell import FORMULATION, POOL_SIZE, random_pool, study_cell  # benchmarks/, beside this script
+
 VARIANTS = ("rf/lognorm(0.00, 1.00)", "rf/lognorm(0.50, 0.60)", "rf/lognorm(1.00, 0.60)", "rf/lognorm(-0.50, 1.00)")
 DATASET = "synth-imagenet"
 SAMPLE_STEPS = 50
 GUIDANCE = 2.0
-POOL_SIZE = 2048  # examples in the in-memory training pool (step cost does not depend on it)
 PEAK_SIZES = (512, 1024, 2048)
 IN_ROUND_PEAK_SIZE = PEAK_SIZES[-1]  # the matmul timed beside the training steps, for the MFU
 STUDY_CELL = "study-cell"
@@ -169,11 +167,9 @@ _study: dict = {}  # the study cell's spec and config, set by use_study_cell()
 
 
 def use_study_cell(spec_path: str, overrides=()) -> None:
-    """Make ``study-cell`` the training config of the spec's ``rf/lognorm(0.00, 1.00)`` cell on its first dataset
-    and seed (``[train]``, its dataset table, then ``overrides`` such as ``train.depth=4``)."""
-    spec = load_spec(spec_path, overrides)
-    cell = Cell(FORMULATION, spec.datasets[0], spec.seeds[0])
-    _study.update(spec=spec, cell=cell, config=spec.train_config(cell))
+    """Make ``study-cell`` the training config of the spec's study cell (:func:`study_cell.study_cell`)."""
+    spec, cell, config = study_cell(spec_path, overrides)
+    _study.update(spec=spec, cell=cell, config=config)
 
 
 def preset_config(preset: str, formulation: str = FORMULATION):
@@ -191,18 +187,6 @@ def describe(preset: str) -> dict:
                                                   "image_size", "num_patches", "text_dim", "pooled_dim",
                                                   "max_text_tokens")}
     return {"train_config": dataclasses.asdict(config), "model": model, "forward_flops_per_image": forward_flops(mc)}
-
-
-def random_pool(config, size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Examples of the right shapes (what the model denoises, images [N, R, R, 3] or latents, in [-1, 1]; Gaussian text features as the run's text
-    encoders shape them): speed does not depend on content, and rendering and encoding a real pool would only
-    add set-up time."""
-    rng = np.random.default_rng(seed)
-    text = build_text_encoders(config)
-    pool = {"images": rng.uniform(-1, 1, (size,) + data_shape(config)),
-            "tokens": rng.standard_normal((size, text.num_tokens, text.token_dim)),
-            "pooled": rng.standard_normal((size, text.pooled_dim))}
-    return {k: v.astype(np.float32) for k, v in pool.items()}
 
 
 def torch_pool(pool: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:

@@ -24,15 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORMULATION = "rf/lognorm(0.00, 1.00)"
-
-
-def study_cell_config(spec_path: str):
-    from trajbench.spec import load_spec
-
-    spec = load_spec(spec_path)
-    cell = next(c for c in spec.cells() if c.variant == FORMULATION and c.dataset == spec.datasets[0])
-    return spec.train_config(cell)
 
 
 def child(spec_path: str, devices: int, rounds: int, core: int | None) -> None:
@@ -45,20 +36,14 @@ def child(spec_path: str, devices: int, rounds: int, core: int | None) -> None:
     import jax
     import numpy as np
 
+    from study_cell import POOL_SIZE, random_pool, study_cell
     from trajbench.formulations import get as get_formulation
-    from trajbench.run.build import build_text_encoders
-    from trajbench.run.config import data_shape
     from trajbench.run.trainer import Trainer
 
-    config = study_cell_config(spec_path)
-    rng = np.random.default_rng(0)
-    text = build_text_encoders(config)
-    pool = {"images": rng.standard_normal((2048,) + data_shape(config)).astype(np.float32),
-            "tokens": rng.standard_normal((2048, text.num_tokens, text.token_dim)).astype(np.float32),
-            "pooled": rng.standard_normal((2048, text.pooled_dim)).astype(np.float32)}
+    _, _, config = study_cell(spec_path)
     formulation = get_formulation(config.formulation)
     trainer = Trainer(config)
-    pool = jax.device_put(pool, trainer.replicated)
+    pool = jax.device_put(random_pool(config, POOL_SIZE), trainer.replicated)
     state = trainer.init_state(pool)
     state, metrics = trainer.train_step(formulation, state, pool)
     jax.block_until_ready(metrics)

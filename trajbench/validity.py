@@ -266,10 +266,10 @@ def completeness_gate(metrics: pd.DataFrame, cells, dataset: str) -> Gate:
     expected = {(c.variant, int(c.seed)) for c in cells if c.dataset == dataset}
     rows = metrics[metrics["dataset"] == dataset]
     scored = expected & {(v, int(s)) for v, s in zip(rows["variant"], rows["seed"])}
-    missing = len(expected) - len(scored)
     if not expected:
         return Gate(dataset, "cells scored / the spec's cells", np.nan, 1.0, ">=",
                     "the spec has no cell on this dataset: the table is another spec's")
+    missing = len(expected) - len(scored)
     return Gate(dataset, "cells scored / the spec's cells", len(scored) / len(expected), 1.0, ">=",
                 f"{len(scored)} of {len(expected)} cells" + (
                     f"; {missing} not scored yet (`trajbench grid status SPEC` lists them)" if missing else ""))
