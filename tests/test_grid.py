@@ -109,6 +109,34 @@ def test_dry_run_prints_cells_and_an_estimate(capsys, tmp_path):
     assert not (tmp_path / "smoke").exists()  # a dry run writes nothing
 
 
+def test_status_shows_each_started_cells_step_and_the_time_left_from_the_done_cells(capsys, tmp_path):
+    """Three smoke cells: one done in 10 min (training 8 + scoring 2), one killed at step 30 of its 40 (no live
+    worker: partial), one pending. Left: (1 - 30/40) + 1 cells at the done cell's 10 min = 12.5 min."""
+    from trajbench.grid import GridLayout
+
+    spec = load_spec(SMOKE)
+    layout = GridLayout(spec, tmp_path)
+    done, partial, pending = spec.cells()
+    (layout.cell_dir(done)).mkdir(parents=True)
+    (layout.cell_dir(done) / "done.json").write_text(json.dumps({"train_seconds": 480.0, "score_seconds": 120.0,
+                                                                 "seconds_this_session": 600.0}))
+    run = layout.cell_dir(partial) / "run"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"config": {"steps": 40}}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (10, 20, 30))
+                                       + '{"step": 4')  # a line cut short by the kill
+    assert main(["grid", "status", str(SMOKE), "--results", str(tmp_path), "--format", "json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    states = {(c["variant"], c["state"]): c for c in status["cells"]}
+    assert states[(done.variant, "done")]["seconds"] == 600.0
+    assert (states[(partial.variant, "partial")]["step"], states[(partial.variant, "partial")]["steps"]) == (30, 40)
+    assert "step" not in states[(pending.variant, "pending")]
+    assert status["seconds_left"] == pytest.approx((0.25 + 1) * 600.0)
+    assert main(["grid", "status", str(SMOKE), "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(10 min)" in out and "(step 30 of 40)" in out and "about 12 min left" in out
+
+
 # ---- running -------------------------------------------------------------------------------------------
 def grid_command(*args):
     return [sys.executable, "-m", "trajbench.cli", "grid", "run", str(SMOKE), "--no-progress", *args]

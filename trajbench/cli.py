@@ -229,9 +229,19 @@ def cmd_grid_status(args) -> None:
         print(json.dumps(status, indent=1))
         return
     for row in status["cells"]:
-        reason = f"  ({row['reason']})" if "reason" in row else ""
-        print(f"{row['state']:>8}  {row['dataset']:>16}  seed {row['seed']}  {row['variant']}{reason}")
-    print(", ".join(f"{n} {state}" for state, n in status["counts"].items()))
+        if "reason" in row:
+            note = f"  ({row['reason']})"
+        elif row.get("seconds") is not None:
+            note = f"  ({row['seconds'] / 60:.0f} min)"
+        elif "steps" in row:
+            note = f"  (step {row['step']} of {row['steps']}" + (", scoring)" if row["step"] >= row["steps"] else ")")
+        else:
+            note = ""
+        print(f"{row['state']:>8}  {row['dataset']:>16}  seed {row['seed']}  {row['variant']}{note}")
+    left = status["seconds_left"]
+    eta = "" if left is None else "; about " + (f"{left / 60:.0f} min" if left < 7200 else f"{left / 3600:.1f} h") \
+        + " left at the done cells' median cost"
+    print(", ".join(f"{n} {state}" for state, n in status["counts"].items()) + eta)
 
 
 def cmd_grid_collect(args) -> None:

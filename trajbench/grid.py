@@ -189,6 +189,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
     folder = layout.cell_dir(cell)
     started = time.time()
     summary = train(spec.train_config(cell), folder / "run", progress=False)
+    trained = time.time()
     ev = spec.eval
     scored = {(row["weights"], row["setting"]) for row in read_eval_rows(folder)}
     pairs = [(w, s) for w, s, _ in ev.scored()]
@@ -198,6 +199,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
     if ev.grid_images and not layout.sample_grid(cell).exists():
         write_sample_grid(spec, cell, layout)
     record = {"cell": cell.key, "train_seconds": summary.get("wall_seconds"),
+              "score_seconds": round(time.time() - trained, 2),
               "seconds_this_session": round(time.time() - started, 2), "best": summary.get("best")}
     write_json_atomic(folder / "done.json", record)
     return record
@@ -311,20 +313,51 @@ def run_grid(spec: ExperimentSpec, results: str | Path = "results", *, shard: tu
     return counts
 
 
+def cell_seconds(done: dict) -> float | None:
+    """The wall time a done cell cost: training plus scoring. A record without ``score_seconds`` (written before
+    it was kept) counts the longer of its training and its last session, which is right for a cell trained and
+    scored in one session."""
+    train, score, session = (done.get(k) for k in ("train_seconds", "score_seconds", "seconds_this_session"))
+    if train is not None and score is not None:
+        return float(train) + float(score)
+    known = [float(v) for v in (train, session) if v is not None]
+    return max(known) if known else None
+
+
 def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=None) -> dict:
-    """``{"counts": {state: n}, "cells": [{cell, state, reason?}]}``."""
+    """``{"counts": {state: n}, "cells": [...], "seconds_left": s | None}``.
+
+    Each cell has its state; a failed cell its reason; a done cell the ``seconds`` it cost; a started one its
+    training ``step`` of ``steps``. ``seconds_left`` = (cells not done - the trained fraction of started ones)
+    x the median cost of a done cell, on the machine and with the load the done cells had (None before one is
+    done)."""
+    from trajbench.run.folder import training_progress
+
     layout = GridLayout(spec, results)
     rows = []
     for cell in cells if cells is not None else spec.cells():
+        folder = layout.cell_dir(cell)
         state = cell_state(layout, cell)
         row = {"variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, "state": state}
         if state == "failed":
-            failed = read_json(layout.cell_dir(cell) / "failed.json",
-                               "delete it, then rerun the grid with --retry-failed")
+            failed = read_json(folder / "failed.json", "delete it, then rerun the grid with --retry-failed")
             row["reason"] = failed.get("reason", "unknown") if isinstance(failed, dict) else "unknown"
+        elif state == "done":
+            done = read_json(folder / "done.json", "delete the cell's folder and rerun the grid")
+            row["seconds"] = cell_seconds(done) if isinstance(done, dict) else None
+        elif state in ("running", "partial"):
+            progress = training_progress(folder / "run")
+            if progress is not None:
+                row["step"], row["steps"] = progress
         rows.append(row)
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "partial", "pending")}
-    return {"counts": counts, "cells": rows}
+    costs = [r["seconds"] for r in rows if r.get("seconds") is not None]
+    seconds_left = None
+    if costs:
+        remaining = sum(1 - (r["step"] / r["steps"] if r.get("steps") else 0.0)
+                        for r in rows if r["state"] != "done")
+        seconds_left = remaining * float(np.median(costs))
+    return {"counts": counts, "cells": rows, "seconds_left": seconds_left}
 
 
 # ---- the results table --------------------------------------------------------------------------------

@@ -101,6 +101,18 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def training_progress(out: str | Path) -> tuple[int, int] | None:
+    """``(last logged step, steps)`` of the run in ``out``, read from its files alone (no jax, no checkpoint);
+    None before its first logged step."""
+    out = Path(out)
+    rows = _read_jsonl(out / "metrics.jsonl")
+    try:
+        steps = int(json.loads((out / "config.json").read_text())["config"]["steps"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    return (int(rows[-1]["step"]), steps) if rows else None
+
+
 def _last_logged_loss(path: Path) -> float:
     rows = _read_jsonl(path)
     return rows[-1]["loss"] if rows else float("nan")
