@@ -2,6 +2,7 @@
 tests of trajbench.train and trajbench.run."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,19 @@ def best_params(run: Path):
     step = json.loads((run / "best.json").read_text())["step"]
     with ocp.CheckpointManager((run / "best").absolute()) as manager:
         return manager.restore(step)
+
+
+def host_devices_env(devices: int, **extra) -> dict:
+    """The environment of a subprocess with ``devices`` XLA host devices."""
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
+
+
+def on_every_core() -> None:
+    """``preexec_fn`` of a subprocess with several host devices: give it every core of the machine. The test
+    workers are pinned to one core each (conftest.py); in a one-core process XLA's collectives across 4 host
+    devices deadlocked in 2 of 9 runs (one device's thread never reached the all-reduce, and XLA aborted after
+    its 40 s rendezvous timeout), and in none of 12 on two cores."""
+    os.sched_setaffinity(0, range(os.cpu_count()))
 
 
 def cli_train(out: Path, steps: int, env=None, **popen):

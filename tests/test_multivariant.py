@@ -15,7 +15,8 @@ from trajbench import train as train_module
 from trajbench.run.config import RunError
 from trajbench.train import train, train_together
 
-from run_helpers import assert_same_metrics, assert_same_params, best_params, metrics
+from run_helpers import (assert_same_metrics, assert_same_params, best_params, host_devices_env, metrics,
+                         on_every_core)
 
 VARIANTS = ["rf/lognorm(0.00, 1.00)", "rf/lognorm(0.50, 0.60)", "rf/lognorm(-0.50, 1.00)"]
 
@@ -85,10 +86,10 @@ def test_variant_axis_sharded_over_four_devices_matches_one_device(tmp_path):
     script = SHARDED.format(names=names)
     tests = Path(__file__).parent
     for devices in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                   PYTHONPATH=os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
-        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"d{devices}")], check=True, env=env,
-                       capture_output=True, text=True, timeout=600)
+        env = host_devices_env(devices, PYTHONPATH=os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"d{devices}")], env=env,
+                              preexec_fn=on_every_core, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
     for k in range(len(names)):
         assert_same_metrics(metrics(tmp_path / "d4" / str(k)), metrics(tmp_path / "d1" / str(k)), rel=1e-4)
         assert json.loads((tmp_path / "d4" / str(k) / "done.json").read_text())["complete"]

@@ -1,16 +1,13 @@
 """The compiled training steps (trajbench.run.trainer): the batch sharded over 1 or 4 devices gives one loss
 curve."""
 
-import os
-
-from run_helpers import assert_same_metrics, cli_train, metrics
+from run_helpers import assert_same_metrics, cli_train, host_devices_env, metrics, on_every_core
 
 
 def test_one_and_four_devices_give_the_same_loss_curve(tmp_path):
     runs = {}
     for devices in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        process = cli_train(tmp_path / f"d{devices}", 20, env=env)
+        process = cli_train(tmp_path / f"d{devices}", 20, env=host_devices_env(devices), preexec_fn=on_every_core)
         assert process.wait(timeout=300) == 0, process.stderr.read()
         runs[devices] = metrics(tmp_path / f"d{devices}")
     assert_same_metrics(runs[4], runs[1], rel=1e-4)
