@@ -1,6 +1,7 @@
 """Reading and comparing training-run folders, and starting ``trajbench train`` in a subprocess: helpers of the
 tests of trajbench.train and trajbench.run."""
 
+import contextlib
 import json
 import os
 import subprocess
@@ -55,12 +56,20 @@ def host_devices_env(devices: int, **extra) -> dict:
     return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
 
 
-def on_every_core() -> None:
-    """``preexec_fn`` of a subprocess with several host devices: give it every core of the machine. The test
-    workers are pinned to one core each (conftest.py); in a one-core process XLA's collectives across 4 host
-    devices deadlocked in 2 of 9 runs (one device's thread never reached the all-reduce, and XLA aborted after
-    its 40 s rendezvous timeout), and in none of 12 on two cores."""
+@contextlib.contextmanager
+def on_every_core():
+    """Subprocesses started inside this block run on every core of the machine (a child inherits the affinity
+    of the thread that starts it; this thread's own is restored after). For subprocesses with several host
+    devices: the test workers are pinned to one core each (conftest.py), and in a one-core process XLA's
+    collectives across 4 host devices deadlocked in 2 of 9 runs (one device's thread never reached the
+    all-reduce, and XLA aborted after its 40 s rendezvous timeout), in none of 12 on two cores. (A
+    ``preexec_fn`` would do the same but makes ``subprocess`` fork a multithreaded process.)"""
+    pinned = os.sched_getaffinity(0)
     os.sched_setaffinity(0, range(os.cpu_count()))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, pinned)
 
 
 def cli_train(out: Path, steps: int, env=None, **popen):

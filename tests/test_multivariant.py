@@ -87,8 +87,9 @@ def test_variant_axis_sharded_over_four_devices_matches_one_device(tmp_path):
     tests = Path(__file__).parent
     for devices in (1, 4):
         env = host_devices_env(devices, PYTHONPATH=os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
-        done = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"d{devices}")], env=env,
-                              preexec_fn=on_every_core, capture_output=True, text=True, timeout=600)
+        with on_every_core():
+            done = subprocess.run([sys.executable, "-c", script, str(tmp_path / f"d{devices}")], env=env,
+                                  capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     for k in range(len(names)):
         assert_same_metrics(metrics(tmp_path / "d4" / str(k)), metrics(tmp_path / "d1" / str(k)), rel=1e-4)
