@@ -234,7 +234,8 @@ def cmd_grid_status(args) -> None:
         elif row.get("seconds") is not None:
             note = f"  ({row['seconds'] / 60:.0f} min)"
         elif "steps" in row:
-            note = f"  (step {row['step']} of {row['steps']}" + (", scoring)" if row["step"] >= row["steps"] else ")")
+            scoring = row["state"] == "running" and row["step"] >= row["steps"]
+            note = f"  (step {row['step']} of {row['steps']}" + (", scoring)" if scoring else ")")
         else:
             note = ""
         print(f"{row['state']:>8}  {row['dataset']:>16}  seed {row['seed']}  {row['variant']}{note}")

@@ -198,9 +198,10 @@ def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
                      progress=lambda row: write_json_atomic(_eval_file(folder, row["weights"], row["setting"]), row))
     if ev.grid_images and not layout.sample_grid(cell).exists():
         write_sample_grid(spec, cell, layout)
+    finished = time.time()
     record = {"cell": cell.key, "train_seconds": summary.get("wall_seconds"),
-              "score_seconds": round(time.time() - trained, 2),
-              "seconds_this_session": round(time.time() - started, 2), "best": summary.get("best")}
+              "score_seconds": round(finished - trained, 2),
+              "seconds_this_session": round(finished - started, 2), "best": summary.get("best")}
     write_json_atomic(folder / "done.json", record)
     return record
 
