@@ -69,6 +69,14 @@ def test_shards_partition_the_cells():
     assert sorted(keys) == sorted(c.key for c in spec.cells()) and len(set(keys)) == len(keys)
 
 
+def test_seed_order_runs_the_first_seed_of_every_variant_first():
+    spec = load_spec(SMOKE, ["seeds=[0, 1]", "grid.order=seed"])
+    assert [(c.variant, c.seed) for c in spec.run_order()] == [(v, s) for s in (0, 1) for v in spec.variants]
+    assert spec.cells() == load_spec(SMOKE, ["seeds=[0, 1]"]).run_order()  # the table's order is unchanged
+    shards = [shard_cells(spec, (i, 2)) for i in range(2)]
+    assert [c.seed for c in shards[0]] == [0, 0, 1] and [c.seed for c in shards[1]] == [0, 1, 1]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "train.nonsense=1"], "unknown or per-cell field"),
     (["--set", "train.synth-cc12m.steps=5"], "[train.synth-cc12m] names no dataset of this spec"),
@@ -83,6 +91,7 @@ def test_shards_partition_the_cells():
     (["--set", "eval.weights=[\"best\"]"], "weights must be a subset"),
     (["--set", "noequals"], "expected key=value"),
     (["--shard", "3/2"], "--shard '3/2'"),
+    (["--set", "grid.order=dataset"], "[grid] order must be one of 'variant', 'seed', got 'dataset'"),
 ])
 def test_bad_specs_are_one_line_errors(args, message, capsys, tmp_path):
     assert main(["grid", "run", str(SMOKE), "--dry-run", "--results", str(tmp_path), *args]) == 2

@@ -92,7 +92,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def shard_cells(spec: ExperimentSpec, shard: tuple[int, int]) -> list[Cell]:
     index, count = shard
-    return [cell for k, cell in enumerate(spec.cells()) if k % count == index]
+    return [cell for k, cell in enumerate(spec.run_order()) if k % count == index]
 
 
 # ---- cell state ---------------------------------------------------------------------------------------
@@ -336,7 +336,7 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
 
     layout = GridLayout(spec, results)
     rows = []
-    for cell in cells if cells is not None else spec.cells():
+    for cell in cells if cells is not None else spec.run_order():
         folder = layout.cell_dir(cell)
         state = cell_state(layout, cell)
         row = {"variant": cell.variant, "dataset": cell.dataset, "seed": cell.seed, "state": state}

@@ -133,10 +133,15 @@ class ReportSpec:
 @dataclass(frozen=True)
 class GridSpec:
     """How cells are run: ``multivariant`` trains cells that differ only in their formulation's parameters
-    together in one compiled program (up to ``max_stack`` at a time)."""
+    together in one compiled program (up to ``max_stack`` at a time); ``order`` is the order cells run in:
+    ``"variant"`` (each variant's seeds together) or ``"seed"`` (the first seed of every variant, then the next
+    seed, so a partial grid already covers every variant)."""
+
+    ORDERS: ClassVar[tuple[str, ...]] = ("variant", "seed")
 
     multivariant: bool = False
     max_stack: int = 16
+    order: str = "variant"
 
 
 @dataclass(frozen=True)
@@ -175,8 +180,15 @@ class ExperimentSpec:
     source: str = ""
 
     def cells(self) -> list[Cell]:
-        """Every cell, in a fixed order: dataset, then variant, then seed."""
+        """Every cell, in a fixed order: dataset, then variant, then seed (the order of the results table)."""
         return [Cell(v, d, s) for d in self.datasets for v in self.variants for s in self.seeds]
+
+    def run_order(self) -> list[Cell]:
+        """Every cell, in the order the grid runs them (``[grid] order``): dataset, then variant and seed nested
+        as the order says."""
+        if self.grid.order == "seed":
+            return [Cell(v, d, s) for d in self.datasets for s in self.seeds for v in self.variants]
+        return self.cells()
 
     def train_config(self, cell: Cell):
         """The resolved :class:`trajbench.run.config.TrainConfig` of a cell: the preset, then ``[train]``, then the
@@ -372,6 +384,8 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
         datasets=datasets, seeds=_as_list(raw, "seeds", int), train=train,
         eval=evaluation, report=_section(ReportSpec, raw, "report"), grid=_section(GridSpec, raw, "grid"),
         source=source)
+    if spec.grid.order not in GridSpec.ORDERS:
+        raise SpecError(f"[grid] order must be one of {', '.join(map(repr, GridSpec.ORDERS))}, got {spec.grid.order!r}")
     try:  # every dataset's config must resolve (catches bad values such as steps = 0)
         for dataset in datasets:
             spec.train_config(Cell(spec.variants[0], dataset, spec.seeds[0]))
