@@ -119,8 +119,9 @@ def test_dry_run_prints_cells_and_an_estimate(capsys, tmp_path):
 
 
 def test_status_shows_each_started_cells_step_and_the_time_left_from_the_done_cells(capsys, tmp_path):
-    """Three smoke cells: one done in 10 min (training 8 + scoring 2), one killed at step 30 of its 40 (no live
-    worker: partial), one pending. Left: (1 - 30/40) + 1 cells at the done cell's 10 min = 12.5 min."""
+    """Three smoke cells: one done in 10 min (training 8 + scoring 2), one killed at step 30 of its 40 with its
+    last checkpoint at step 20 (no live worker: partial, a rerun starts at 20), one pending. Left: (1 - 20/40) + 1
+    cells at the done cell's 10 min = 15 min."""
     from trajbench.grid import GridLayout
 
     spec = load_spec(SMOKE)
@@ -134,16 +135,18 @@ def test_status_shows_each_started_cells_step_and_the_time_left_from_the_done_ce
     (run / "config.json").write_text(json.dumps({"config": {"steps": 40}}))
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (10, 20, 30))
                                        + '{"step": 4')  # a line cut short by the kill
+    (run / "checkpoints" / "20").mkdir(parents=True)
     assert main(["grid", "status", str(SMOKE), "--results", str(tmp_path), "--format", "json"]) == 0
     status = json.loads(capsys.readouterr().out)
     states = {(c["variant"], c["state"]): c for c in status["cells"]}
     assert states[(done.variant, "done")]["seconds"] == 600.0
     assert (states[(partial.variant, "partial")]["step"], states[(partial.variant, "partial")]["steps"]) == (30, 40)
     assert "step" not in states[(pending.variant, "pending")]
-    assert status["seconds_left"] == pytest.approx((0.25 + 1) * 600.0)
+    assert states[(partial.variant, "partial")]["resume_step"] == 20
+    assert status["seconds_left"] == pytest.approx((0.5 + 1) * 600.0)
     assert main(["grid", "status", str(SMOKE), "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "(10 min)" in out and "(step 30 of 40)" in out and "about 12 min left" in out
+    assert "(10 min)" in out and "(step 30 of 40, resumes from 20)" in out and "about 15 min left" in out
 
 
 # ---- running -------------------------------------------------------------------------------------------

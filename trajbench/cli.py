@@ -235,7 +235,8 @@ def cmd_grid_status(args) -> None:
             note = f"  ({row['seconds'] / 60:.0f} min)"
         elif "steps" in row:
             scoring = row["state"] == "running" and row["step"] >= row["steps"]
-            note = f"  (step {row['step']} of {row['steps']}" + (", scoring)" if scoring else ")")
+            resumes = f", resumes from {row['resume_step']}" if row.get("resume_step", row["step"]) < row["step"] else ""
+            note = f"  (step {row['step']} of {row['steps']}" + (", scoring)" if scoring else resumes + ")")
         else:
             note = ""
         print(f"{row['state']:>8}  {row['dataset']:>16}  seed {row['seed']}  {row['variant']}{note}")

@@ -329,10 +329,11 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
     """``{"counts": {state: n}, "cells": [...], "seconds_left": s | None}``.
 
     Each cell has its state; a failed cell its reason; a done cell the ``seconds`` it cost; a started one its
-    training ``step`` of ``steps``. ``seconds_left`` = (cells not done - the trained fraction of started ones)
-    x the median cost of a done cell, on the machine and with the load the done cells had (None before one is
-    done)."""
-    from trajbench.run.folder import training_progress
+    last logged training ``step`` of ``steps``, and a partial one the ``resume_step`` of its last checkpoint
+    (where a rerun starts). ``seconds_left`` = (cells not done - the fraction of started ones that a rerun
+    keeps) x the median cost of a done cell, on the machine and with the load the done cells had (None before
+    one is done)."""
+    from trajbench.run.folder import checkpoint_steps, training_progress
 
     layout = GridLayout(spec, results)
     rows = []
@@ -350,12 +351,14 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
             progress = training_progress(folder / "run")
             if progress is not None:
                 row["step"], row["steps"] = progress
+                if state == "partial":
+                    row["resume_step"] = max(checkpoint_steps(folder / "run"), default=0)
         rows.append(row)
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "running", "failed", "partial", "pending")}
     costs = [r["seconds"] for r in rows if r.get("seconds") is not None]
     seconds_left = None
     if costs:
-        remaining = sum(1 - (r["step"] / r["steps"] if r.get("steps") else 0.0)
+        remaining = sum(1 - (r.get("resume_step", r["step"]) / r["steps"] if r.get("steps") else 0.0)
                         for r in rows if r["state"] != "done")
         seconds_left = remaining * float(np.median(costs))
     return {"counts": counts, "cells": rows, "seconds_left": seconds_left}
