@@ -69,6 +69,13 @@ def test_shards_partition_the_cells():
     assert sorted(keys) == sorted(c.key for c in spec.cells()) and len(set(keys)) == len(keys)
 
 
+def test_a_datasets_own_judge_table_overrides_the_spec_wide_fields():
+    spec = load_spec(SMOKE, ['datasets=["synth-imagenet", "synth-cc12m"]', "eval.evaluator.synth-cc12m.steps=7"])
+    imagenet, cc12m = (spec.eval.judge_options(d)["evaluator_config"] for d in spec.datasets)
+    assert imagenet["steps"] == 3 and cc12m == imagenet | {"steps": 7}  # smoke.toml's fields, then the table
+    assert spec.eval.run_options("synth-cc12m")["evaluator_config"] == cc12m
+
+
 def test_seed_order_runs_the_first_seed_of_every_variant_first():
     spec = load_spec(SMOKE, ["seeds=[0, 1]", "grid.order=seed"])
     assert [(c.variant, c.seed) for c in spec.run_order()] == [(v, s) for s in (0, 1) for v in spec.variants]
@@ -91,6 +98,8 @@ def test_seed_order_runs_the_first_seed_of_every_variant_first():
     (["--set", "eval.weights=[\"best\"]"], "weights must be a subset"),
     (["--set", "noequals"], "expected key=value"),
     (["--shard", "3/2"], "--shard '3/2'"),
+    (["--set", "eval.evaluator.synth-cc12m.steps=7"], "[eval.evaluator.synth-cc12m] names no dataset of this spec"),
+    (["--set", "eval.classifier.depth=2"], "[eval.classifier] on synth-imagenet: unknown ClassifierConfig field(s)"),
     (["--set", "grid.order=dataset"], "[grid] order must be one of 'variant', 'seed', got 'dataset'"),
 ])
 def test_bad_specs_are_one_line_errors(args, message, capsys, tmp_path):

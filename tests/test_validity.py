@@ -96,6 +96,30 @@ def write_results(root: Path, table: pd.DataFrame, sens: dict) -> None:
     path.write_text(json.dumps(sens))
 
 
+def test_the_stored_sensitivity_table_is_recomputed_when_a_judge_networks_config_changes(monkeypatch, tmp_path):
+    import trajbench.evaluate
+    import trajbench.validity
+    from trajbench.spec import load_spec
+    from trajbench.validity import ensure_sensitivity
+
+    computed = []
+
+    def fake_sensitivity(judges, n, *, seed=0):
+        computed.append(judges.options["evaluator_config"])
+        return {"version": SENSITIVITY_VERSION, "n": n, "judges": {"features": "inhouse", "clip_judge": "inhouse"},
+                "rows": []}
+
+    class FakeJudges:
+        def __init__(self, dataset, **options):
+            self.options = options
+
+    monkeypatch.setattr(trajbench.evaluate, "Judges", FakeJudges)
+    monkeypatch.setattr(trajbench.validity, "evaluator_sensitivity", fake_sensitivity)
+    for steps in (3, 3, 5):
+        ensure_sensitivity(load_spec(SMOKE, [f"eval.evaluator.steps={steps}"]), tmp_path, "synth-imagenet")
+    assert [config["steps"] for config in computed] == [3, 5]  # the second call read the stored table
+
+
 def test_a_grid_with_cells_still_to_score_fails_completeness():
     from trajbench.spec import Cell
 

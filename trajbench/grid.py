@@ -194,7 +194,7 @@ def run_cell(spec: ExperimentSpec, cell: Cell, layout: GridLayout) -> dict:
     scored = {(row["weights"], row["setting"]) for row in read_eval_rows(folder)}
     pairs = [(w, s) for w, s, _ in ev.scored()]
     if {(w, s.label) for w, s in pairs} - scored:
-        evaluate_run(folder / "run", pairs=pairs, skip=scored, **ev.run_options(),
+        evaluate_run(folder / "run", pairs=pairs, skip=scored, **ev.run_options(cell.dataset),
                      progress=lambda row: write_json_atomic(_eval_file(folder, row["weights"], row["setting"]), row))
     if ev.grid_images and not layout.sample_grid(cell).exists():
         write_sample_grid(spec, cell, layout)

@@ -56,8 +56,10 @@ class EvalSpec:
     n_boot: int = eval_defaults.N_BOOT
     checkpoint: str = eval_defaults.CHECKPOINT
     seed: int = eval_defaults.SEED
-    evaluator: dict = field(default_factory=dict)  # overrides of the CLIP-style evaluator's config
-    geneval: dict = field(default_factory=dict)  # overrides of the GenEval classifier's config
+    # overrides of the judge networks' configs: fields for every dataset, and a table of a dataset's own
+    # ([eval.evaluator.synth-cc12m]) that overrides them for that dataset
+    evaluator: dict = field(default_factory=dict)  # the CLIP-style evaluator's
+    geneval: dict = field(default_factory=dict)  # the GenEval classifier's
     grid_images: int = 8  # prompts in each cell's sample grid (0: none)
     grid_setting: str = "25x2.0"  # sampler setting of the sample grids (EMA weights)
     control_settings: tuple[str, ...] = ()  # a second protocol, ranked separately (e.g. the shared rf grid)
@@ -82,17 +84,25 @@ class EvalSpec:
 
         return identities(self.features, self.clip_score)
 
-    def judge_options(self) -> dict:
-        """The keyword arguments of :class:`trajbench.evaluate.Judges` that this section sets."""
-        return {"evaluator_config": dict(self.evaluator) or None, "geneval_config": dict(self.geneval) or None,
-                "classifier_config": dict(self.classifier) or None, "features": self.features,
-                "clip_score": self.clip_score}
+    JUDGE_NETWORKS: ClassVar[tuple[str, ...]] = ("evaluator", "geneval", "classifier")  # their config overrides
 
-    def run_options(self) -> dict:
-        """The keyword arguments of :func:`trajbench.evaluate.evaluate_run` that this section sets (besides which
-        pairs it scores, :meth:`scored`)."""
+    def judge_config(self, network: str, dataset: str) -> dict | None:
+        """The overrides of one judge network's config on ``dataset``: the section's fields, then the dataset's
+        own table over them (None: the defaults)."""
+        overrides = getattr(self, network)
+        values = {k: v for k, v in overrides.items() if not isinstance(v, dict)} | overrides.get(dataset, {})
+        return values or None
+
+    def judge_options(self, dataset: str) -> dict:
+        """The keyword arguments of :class:`trajbench.evaluate.Judges` that this section sets for ``dataset``."""
+        return {**{f"{network}_config": self.judge_config(network, dataset) for network in self.JUDGE_NETWORKS},
+                "features": self.features, "clip_score": self.clip_score}
+
+    def run_options(self, dataset: str) -> dict:
+        """The keyword arguments of :func:`trajbench.evaluate.evaluate_run` that this section sets for a cell of
+        ``dataset`` (besides which pairs it scores, :meth:`scored`)."""
         return {"num_samples": self.samples, "checkpoint": self.checkpoint, "seed": self.seed, "n_boot": self.n_boot,
-                "step_axis_samples": self.step_axis_samples, **self.judge_options()}
+                "step_axis_samples": self.step_axis_samples, **self.judge_options(dataset)}
 
     def scored(self) -> list[tuple[str, "SamplerSetting", str]]:
         """Every (weights, setting, role) a cell is scored with: role ``ranked`` (Table 1), ``control`` (the
@@ -367,6 +377,7 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
                                                         for role in ("features", "clip_score")})
     except JudgeChoiceError as error:
         raise SpecError(f"[eval] {error}") from None
+    _check_judge_configs(evaluation, datasets)
     for field_name, least in (("baseline_steps", 0), ("step_axis_samples", 0), ("samples", 1), ("n_boot", 1),
                               ("sensitivity_samples", 2),
                               ("grid_images", 0)):
@@ -392,6 +403,27 @@ def build_spec(raw: dict, *, source: str = "") -> ExperimentSpec:
     except (RunError, TypeError) as error:
         raise SpecError(f"[train] {error}") from None
     return spec
+
+
+def _check_judge_configs(evaluation: EvalSpec, datasets: tuple[str, ...]) -> None:
+    """Each judge network's overrides must name datasets of the spec and build a valid config on each."""
+    from trajbench.auxnet.cache import EvaluatorConfigError
+    from trajbench.metrics.classifier import ClassifierConfig
+    from trajbench.metrics.evaluator import EvaluatorConfig
+    from trajbench.metrics.geneval import GenEvalConfig
+
+    kinds = {"evaluator": EvaluatorConfig, "geneval": GenEvalConfig, "classifier": ClassifierConfig}
+    for network in EvalSpec.JUDGE_NETWORKS:
+        tables = sorted(k for k, v in getattr(evaluation, network).items() if isinstance(v, dict))
+        for key in tables:
+            if key not in datasets:
+                raise SpecError(f"[eval.{network}.{key}] names no dataset of this spec; per-dataset tables must be "
+                                f"one of {', '.join(datasets)}")
+        for dataset in datasets:
+            try:
+                kinds[network].from_any(evaluation.judge_config(network, dataset)).validate()
+            except EvaluatorConfigError as error:
+                raise SpecError(f"[eval.{network}] on {dataset}: {error}") from None
 
 
 def load_spec(path: str | Path, overrides=()) -> ExperimentSpec:

@@ -126,18 +126,25 @@ def ensure_sensitivity(spec, root: Path, dataset: str, *, cache_dir=None) -> dic
 
     path = sensitivity_path(root, dataset)
     ev = spec.eval
+    configs = {network: ev.judge_config(network, dataset) for network in ev.JUDGE_NETWORKS}
     if path.exists():
         stored = json.loads(path.read_text())
         if (stored.get("version") == SENSITIVITY_VERSION and stored.get("n") == ev.sensitivity_samples
-                and stored.get("judges", INHOUSE_JUDGES) == ev.judges()):
+                and stored.get("judges", INHOUSE_JUDGES) == ev.judges()
+                and stored.get("configs", dict.fromkeys(configs)) == _plain_json(configs)):
             return stored
     config = spec.train_config(next(c for c in spec.cells() if c.dataset == dataset))
     judges = Judges(get_dataset(dataset, resolution=config.resolution, seed=EVALUATION_SEED), cache_dir=cache_dir,
-                    **ev.judge_options())
-    table = evaluator_sensitivity(judges, ev.sensitivity_samples, seed=ev.seed)
+                    **ev.judge_options(dataset))
+    table = evaluator_sensitivity(judges, ev.sensitivity_samples, seed=ev.seed) | {"configs": configs}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, table)
     return table
+
+
+def _plain_json(value):
+    """``value`` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
 
 
 def sensitivity_frame(table: dict) -> pd.DataFrame:
