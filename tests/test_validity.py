@@ -88,12 +88,17 @@ def test_one_seed_cannot_show_discrimination():
 
 
 def write_results(root: Path, table: pd.DataFrame, sens: dict) -> None:
+    """The grid's files for ``table``, with ``sens`` stored as the smoke spec's sensitivity table (made with its
+    judge networks' configs, so `validate` reads it rather than computing its own)."""
+    from trajbench.spec import load_spec
+
     folder = root / "smoke"
     folder.mkdir(parents=True)
     table.to_csv(folder / "metrics.csv", index=False)
     path = sensitivity_path(folder, "synth-imagenet")
     path.parent.mkdir()
-    path.write_text(json.dumps(sens))
+    ev = load_spec(SMOKE).eval
+    path.write_text(json.dumps(sens | {"configs": {n: ev.judge_config(n, "synth-imagenet") for n in ev.JUDGE_NETWORKS}}))
 
 
 def test_the_stored_sensitivity_table_is_recomputed_when_a_judge_networks_config_changes(monkeypatch, tmp_path):
