@@ -52,8 +52,14 @@ def best_params(run: Path):
 
 
 def host_devices_env(devices: int, **extra) -> dict:
-    """The environment of a subprocess with ``devices`` XLA host devices."""
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
+    """The environment of a subprocess with ``devices`` XLA host devices, and a PjRt thread pool of twice that.
+
+    XLA:CPU sizes the pool that runs the devices' programs as max(cores, devices): on two cores, exactly as many
+    threads as one collective has participants, so a thread busy with other work leaves an all-reduce one
+    participant short, and XLA aborts after its 40 s rendezvous timeout (seen in `make test` beside a busy
+    training run: 3 of 4 participants arrived). ``PJRT_NPROC`` sets the pool's size."""
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                PJRT_NPROC=os.environ.get("PJRT_NPROC", str(2 * devices)), **extra)
 
 
 @contextlib.contextmanager
