@@ -139,6 +139,11 @@ def test_status_shows_each_started_cells_step_and_the_time_left_from_the_done_ce
     (layout.cell_dir(done)).mkdir(parents=True)
     (layout.cell_dir(done) / "done.json").write_text(json.dumps({"train_seconds": 480.0, "score_seconds": 120.0,
                                                                  "seconds_this_session": 600.0}))
+    (layout.cell_dir(done) / "eval").mkdir()
+    for weights, setting, steps, fid in (("ema", "10x2@paper", 10, 6.0), ("ema", "1x2@paper", 1, 15.0),
+                                         ("raw", "10x2@paper", 10, 9.0), ("ema", "5x2@paper", 5, 7.0)):
+        (layout.cell_dir(done) / "eval" / f"{weights}-{setting}.json").write_text(json.dumps(
+            {"weights": weights, "setting": setting, "steps": steps, "fid": fid, "clip_score": 0.8, "accuracy": 0.9}))
     run = layout.cell_dir(partial) / "run"
     run.mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"config": {"steps": 40}}))
@@ -149,13 +154,17 @@ def test_status_shows_each_started_cells_step_and_the_time_left_from_the_done_ce
     status = json.loads(capsys.readouterr().out)
     states = {(c["variant"], c["state"]): c for c in status["cells"]}
     assert states[(done.variant, "done")]["seconds"] == 600.0
+    assert states[(done.variant, "done")]["headline"] == {  # EMA at the most steps, and its 1-step baseline
+        "setting": "ema 10x2@paper", "fid": 6.0, "clip_score": 0.8, "accuracy": 0.9, "baseline_fid": 15.0,
+        "baseline_steps": 1}
     assert (states[(partial.variant, "partial")]["step"], states[(partial.variant, "partial")]["steps"]) == (30, 40)
     assert "step" not in states[(pending.variant, "pending")]
     assert states[(partial.variant, "partial")]["resume_step"] == 20
     assert status["seconds_left"] == pytest.approx((0.5 + 1) * 600.0)
     assert main(["grid", "status", str(SMOKE), "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "(10 min)" in out and "(step 30 of 40, resumes from 20)" in out and "about 15 min left" in out
+    assert "(10 min; ema 10x2@paper: FID 6.00, CLIP 0.800, recognisability 0.900, 1-step FID / FID 2.50)" in out
+    assert "(step 30 of 40, resumes from 20)" in out and "about 15 min left" in out
 
 
 # ---- running -------------------------------------------------------------------------------------------

@@ -325,10 +325,39 @@ def cell_seconds(done: dict) -> float | None:
     return max(known) if known else None
 
 
+def headline_settings(spec: ExperimentSpec) -> tuple[str, str, str | None] | None:
+    """``(weights, setting, baseline setting)`` whose scores ``grid status`` shows for a done cell: the first
+    weights' ranked setting with the most steps at the report's curve guidance (else at the most common
+    guidance), and the baseline of that guidance and protocol (None without one)."""
+    ranked = [(w, s) for w, s, role in spec.eval.scored() if role == "ranked" and w == spec.eval.weights[0]]
+    if not ranked:
+        return None
+    guidances = [s.guidance for _, s in ranked]
+    wanted = spec.report.curve_guidance
+    guidance = wanted if wanted in guidances else max(set(guidances), key=guidances.count)
+    weights, top = max(((w, s) for w, s in ranked if s.guidance == guidance), key=lambda pair: pair[1].steps)
+    base = top.with_steps(spec.eval.baseline_steps).label if spec.eval.baseline_steps else None
+    return weights, top.label, base
+
+
+def _headline(folder: Path, settings: tuple[str, str, str | None]) -> dict | None:
+    """A done cell's FID, CLIP score and recognisability at the headline setting, and FID at its baseline."""
+    weights, label, base = settings
+    rows = {(r["weights"], r["setting"]): r for r in read_eval_rows(folder)}
+    top = rows.get((weights, label))
+    if top is None:
+        return None
+    out = {"setting": f"{weights} {label}", **{k: top.get(k) for k in ("fid", "clip_score", "accuracy")}}
+    if base is not None and (weights, base) in rows:
+        out["baseline_fid"], out["baseline_steps"] = rows[(weights, base)].get("fid"), rows[(weights, base)]["steps"]
+    return out
+
+
 def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=None) -> dict:
     """``{"counts": {state: n}, "cells": [...], "seconds_left": s | None}``.
 
-    Each cell has its state; a failed cell its reason; a done cell the ``seconds`` it cost; a started one its
+    Each cell has its state; a failed cell its reason; a done cell the ``seconds`` it cost and its ``headline``
+    scores (:func:`headline_settings`); a started one its
     last logged training ``step`` of ``steps``, and a partial one the ``resume_step`` of its last checkpoint
     (where a rerun starts). ``seconds_left`` = (cells not done - the fraction of started ones that a rerun
     keeps) x the median cost of a done cell, on the machine and with the load the done cells had (None before
@@ -336,6 +365,7 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
     from trajbench.run.folder import checkpoint_steps, training_progress
 
     layout = GridLayout(spec, results)
+    headline = headline_settings(spec)
     rows = []
     for cell in cells if cells is not None else spec.run_order():
         folder = layout.cell_dir(cell)
@@ -347,6 +377,7 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
         elif state == "done":
             done = read_json(folder / "done.json", "delete the cell's folder and rerun the grid")
             row["seconds"] = cell_seconds(done) if isinstance(done, dict) else None
+            row["headline"] = _headline(folder, headline) if headline else None
         elif state in ("running", "partial"):
             progress = training_progress(folder / "run")
             if progress is not None:
