@@ -231,7 +231,7 @@ def cmd_grid_status(args) -> None:
     for row in status["cells"]:
         if "reason" in row:
             note = f"  ({row['reason']})"
-        elif row["state"] == "done":
+        elif row["state"] == "done" and _done_note(row):
             note = f"  ({_done_note(row)})"
         elif "steps" in row:
             scoring = row["state"] == "running" and row["step"] >= row["steps"]
