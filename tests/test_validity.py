@@ -62,6 +62,8 @@ def test_gates_pass_on_a_valid_study():
     assert not failing(gates), [g.line() for g in gates]
     best = next(g for g in gates if g.name == "best-variant FID")
     assert best.value == pytest.approx(5.0 - 0.0) and "rf/lognorm(0.00, 1.00) at 50x5@paper" in best.detail
+    median = next(g for g in gates if g.name.startswith("median FID"))  # 20 / (5, 7, 9): eps/linear lowest
+    assert median.value == pytest.approx(20 / 7) and "0 under 2 (lowest eps/linear: 2.22)" in median.detail
 
 
 @pytest.mark.parametrize("table, table_changes, gate", [

@@ -241,7 +241,9 @@ def dataset_gates(metrics: pd.DataFrame, sensitivity: dict, dataset: str, curve_
     ratio = (baseline.groupby("variant")["value"].mean() / many.groupby("variant")["value"].mean()).dropna()
     gates.append(Gate(dataset, f"median FID({int(baseline['steps'].min()) if len(baseline) else '?'} step) / "
                                f"FID({most} steps)", float(ratio.median()) if len(ratio) else np.nan,
-                      MIN_BASELINE_RATIO, ">=", f"guidance {guidance:g}, {len(ratio)} variants"))
+                      MIN_BASELINE_RATIO, ">=", f"guidance {guidance:g}, {len(ratio)} variants"
+                                                + (f", {(ratio < MIN_BASELINE_RATIO).sum()} under {MIN_BASELINE_RATIO:g} "
+                                                   f"(lowest {ratio.idxmin()}: {ratio.min():.2f})" if len(ratio) else "")))
     # discrimination
     separation = discrimination(ranked)
     if len(separation):
