@@ -357,9 +357,8 @@ def grid_status(spec: ExperimentSpec, results: str | Path = "results", *, cells=
     """``{"counts": {state: n}, "cells": [...], "seconds_left": s | None}``.
 
     Each cell has its state; a failed cell its reason; a done cell the ``seconds`` it cost and its ``headline``
-    scores (:func:`headline_settings`); a started one its
-    last logged training ``step`` of ``steps``, and a partial one the ``resume_step`` of its last checkpoint
-    (where a rerun starts). ``seconds_left`` = (cells not done - the fraction of started ones that a rerun
+    scores (:func:`headline_settings`); a started one its last logged training ``step`` of ``steps``, and a
+    partial one the ``resume_step`` of its last checkpoint (where a rerun starts). ``seconds_left`` = (cells not done - the fraction of started ones that a rerun
     keeps) x the median cost of a done cell, on the machine and with the load the done cells had (None before
     one is done)."""
     from trajbench.run.folder import checkpoint_steps, training_progress
