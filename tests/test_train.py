@@ -58,3 +58,29 @@ def test_sigkill_then_same_command_resumes_to_the_uninterrupted_result(tmp_path)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert_same_metrics(metrics(killed), metrics(tmp_path / "reference"))
     assert_same_params(best_params(killed), best_params(tmp_path / "reference"))
+
+
+def test_sigterm_checkpoints_at_the_next_logged_step_and_the_same_command_resumes_to_the_same_result(tmp_path):
+    """SIGTERM (preemption) loses nothing: the run stops at the logged step after the signal with a checkpoint
+    there (eval_every is 10, so it is usually not an eval step), exits 143, and resumes to the uninterrupted run."""
+    steps = 60
+    reference = cli_train(tmp_path / "reference", steps)
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    stopped = tmp_path / "stopped"
+    process = cli_train(stopped, steps)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        rows = metrics(stopped) if (stopped / "metrics.jsonl").exists() else []
+        if rows and rows[-1]["step"] >= 25:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 143, process.stderr.read()
+    assert "run the same command again to resume" in process.stderr.read()
+    last_logged = metrics(stopped)[-1]["step"]
+    assert last_logged < steps and not (stopped / "done.json").exists()
+    assert max(int(p.name) for p in (stopped / "checkpoints").iterdir() if p.name.isdigit()) == last_logged
+    resumed = cli_train(stopped, steps)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert_same_metrics(metrics(stopped), metrics(tmp_path / "reference"))
+    assert_same_params(best_params(stopped), best_params(tmp_path / "reference"))

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import io
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -646,7 +647,12 @@ def main(argv=None) -> int:
     enable_compilation_cache()
     try:
         args.run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
+        from trajbench.run.folder import StopRequested
+
+        if isinstance(error, StopRequested):
+            print(f"trajbench: {error}; run the same command again to resume from there", file=sys.stderr)
+            return 128 + signal.SIGTERM
         resumable = args.command in ("train", "grid", "demo")
         print("trajbench: interrupted" + ("; run the same command again to resume from the last checkpoint"
                                           if resumable else ""), file=sys.stderr)

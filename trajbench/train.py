@@ -4,7 +4,8 @@ parameters in one vmapped program.
 Everything a step does is a pure function of (config, step): the batch indices, the noise, the
 training times and the text dropout are drawn from ``fold_in(key, step)``. A run killed at any
 moment and started again resumes from its last orbax checkpoint and ends with the same parameters
-and the same logged metrics as an uninterrupted run. The pieces: :mod:`trajbench.run` (config, builders, meshes,
+and the same logged metrics as an uninterrupted run. SIGTERM (a scheduler's preemption) stops it at its next
+logged step with a checkpoint there, so nothing is lost (:class:`~trajbench.run.folder.SigtermStop`). The pieces: :mod:`trajbench.run` (config, builders, meshes,
 the Trainer, the run folder and its files, loading a finished run).
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from trajbench import formulations
 from trajbench.run.build import load_split
 from trajbench.run.config import RunError, TrainConfig, recipe_of
-from trajbench.run.folder import RunFolder, holding_interrupts
+from trajbench.run.folder import RunFolder, SigtermStop, StopRequested, holding_interrupts
 from trajbench.run.mesh import maybe_initialize_distributed
 from trajbench.run.trainer import stack_formulations, trainer_for
 
@@ -101,43 +102,50 @@ def train_together(configs: list[TrainConfig], out_dirs: list, *, progress: bool
     window: list = []
     bar = tqdm(total=config.steps, initial=start, desc=names[0] if not stacked else f"{len(names)} variants",
                disable=not (progress and folders[pending[0]].is_main), dynamic_ncols=True, file=sys.stderr)
-    for step in range(start + 1, last + 1):
-        state, metrics = trainer.train_step(formulation, state, pool)
-        window.append(metrics)
-        if step == start + 1:  # the rate shown leaves out compiling
-            jax.block_until_ready(metrics)
-            bar.unpause()
-        if step % config.log_every and step != last:
-            continue
-        loss = np.atleast_1d(np.mean([np.asarray(m["loss"]) for m in window], axis=0))
-        grad_norm = np.atleast_1d(np.mean([np.asarray(m["grad_norm"]) for m in window], axis=0))
-        window = []
-        evaluate = step % config.eval_every == 0 or step == config.steps
-        if evaluate:
-            raw = np.atleast_2d(trainer.validation_losses(formulation, state["params"], val))
-            ema = np.atleast_2d(trainer.validation_losses(formulation, state["ema"], val))
-        for i in list(alive):
-            folder = folders[pending[i]]
-            row = {"loss": float(loss[i]), "grad_norm": float(grad_norm[i]), "lr": trainer.learning_rate(step)}
-            if evaluate:
-                row |= folder.validation_row(raw[i], ema[i])
-            try:
-                folder.check_diverged(step, row)
-            except RunError as error:
-                results[pending[i]] = error
-                folder.close(folder.start)
-                alive.remove(i)
+    with SigtermStop() as stop:
+        for step in range(start + 1, last + 1):
+            state, metrics = trainer.train_step(formulation, state, pool)
+            window.append(metrics)
+            if step == start + 1:  # the rate shown leaves out compiling
+                jax.block_until_ready(metrics)
+                bar.unpause()
+            if step % config.log_every and step != last:
                 continue
-            with holding_interrupts():
+            stopping = stop.requested and step != last  # SIGTERM: checkpoint at this logged step, then stop
+            loss = np.atleast_1d(np.mean([np.asarray(m["loss"]) for m in window], axis=0))
+            grad_norm = np.atleast_1d(np.mean([np.asarray(m["grad_norm"]) for m in window], axis=0))
+            window = []
+            evaluate = step % config.eval_every == 0 or step == config.steps
+            if evaluate:
+                raw = np.atleast_2d(trainer.validation_losses(formulation, state["params"], val))
+                ema = np.atleast_2d(trainer.validation_losses(formulation, state["ema"], val))
+            for i in list(alive):
+                folder = folders[pending[i]]
+                row = {"loss": float(loss[i]), "grad_norm": float(grad_norm[i]), "lr": trainer.learning_rate(step)}
                 if evaluate:
-                    folder.keep_best(step, row, lambda: lane({"params": state["params"], "ema": state["ema"]}, i))
-                folder.record(step, row)
-                if step % config.eval_every == 0 or step == last:
-                    folder.checkpoint(step, lane(state, i))
-        if not alive:
-            break
-        bar.update(step - bar.n)
-        bar.set_postfix(loss=f"{float(np.mean(loss[alive])):.4g}")
+                    row |= folder.validation_row(raw[i], ema[i])
+                try:
+                    folder.check_diverged(step, row)
+                except RunError as error:
+                    results[pending[i]] = error
+                    folder.close(folder.start)
+                    alive.remove(i)
+                    continue
+                with holding_interrupts():
+                    if evaluate:
+                        folder.keep_best(step, row, lambda: lane({"params": state["params"], "ema": state["ema"]}, i))
+                    folder.record(step, row)
+                    if step % config.eval_every == 0 or step == last or stopping:
+                        folder.checkpoint(step, lane(state, i))
+            if not alive:
+                break
+            if stopping:
+                bar.close()
+                for i in alive:
+                    folders[pending[i]].close(step)
+                raise StopRequested(step)
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{float(np.mean(loss[alive])):.4g}")
     bar.close()
     for i in alive:
         results[pending[i]] = folders[pending[i]].close(last)

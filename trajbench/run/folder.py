@@ -62,6 +62,39 @@ def holding_interrupts():
             raise KeyboardInterrupt
 
 
+class StopRequested(KeyboardInterrupt):
+    """Training was asked to stop (SIGTERM) and stopped at a checkpoint: the same command resumes from ``step``
+    with nothing lost."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step} on SIGTERM, checkpointed")
+        self.step = step
+
+
+class SigtermStop:
+    """Inside ``with SigtermStop() as stop``, SIGTERM (a scheduler's preemption, ``kill``) only sets
+    ``stop.requested``; the training loop then checkpoints at its next logged step and raises
+    :class:`StopRequested`. Elsewhere SIGTERM kills as usual. Only in the main thread of a single-process run
+    (the processes of a distributed run would stop at different steps)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "SigtermStop":
+        if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+            self._previous = signal.signal(signal.SIGTERM, self._receive)
+        return self
+
+    def _receive(self, *received) -> None:
+        self.requested = True
+        print("trajbench: SIGTERM: stopping at the next logged step, after a checkpoint", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 def checkpoint_manager(directory: Path, keep: int):
     import orbax.checkpoint as ocp
 
