@@ -39,18 +39,24 @@ def test_stop_and_resume_gives_identical_results(finished_run, tmp_path, tiny_ru
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def wait_for_logged_step(run, step: int, timeout: float = 300) -> None:
+    """Return once the run in ``run`` has logged ``step`` or a later one."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = metrics(run) if (run / "metrics.jsonl").exists() else []
+        if rows and rows[-1]["step"] >= step:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{run} logged no step >= {step} in {timeout} s")
+
+
 def test_sigkill_then_same_command_resumes_to_the_uninterrupted_result(tmp_path):
     steps = 60
     reference = cli_train(tmp_path / "reference", steps)
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     killed = tmp_path / "killed"
     process = cli_train(killed, steps)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill it once a checkpoint exists and training is under way past it
-        rows = metrics(killed) if (killed / "metrics.jsonl").exists() else []
-        if rows and rows[-1]["step"] >= 25:
-            break
-        time.sleep(0.05)
+    wait_for_logged_step(killed, 25)  # kill it once a checkpoint exists and training is under way past it
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "done.json").exists()
@@ -68,12 +74,7 @@ def test_sigterm_checkpoints_at_the_next_logged_step_and_the_same_command_resume
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
     stopped = tmp_path / "stopped"
     process = cli_train(stopped, steps)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        rows = metrics(stopped) if (stopped / "metrics.jsonl").exists() else []
-        if rows and rows[-1]["step"] >= 25:
-            break
-        time.sleep(0.05)
+    wait_for_logged_step(stopped, 25)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 143, process.stderr.read()
     assert "run the same command again to resume" in process.stderr.read()
